@@ -1,0 +1,82 @@
+"""Worker metrics, made by one factory that takes the registry (tests pass their own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    events: Counter
+    dead_letters: Counter
+    awards: Counter
+    points: Counter
+    ledger_applied: Counter
+    ledger_skipped: Counter
+    event_to_award: Histogram
+    event_to_league: Histogram
+    batch_size: Histogram
+    infra_retries: Counter
+    ledger_lag: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
+        return cls(
+            events=Counter(
+                "pitstop_events_total",
+                "Source events read, by type and outcome (scored, duplicate, dead_letter)",
+                ["type", "outcome"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "pitstop_dead_letters_total",
+                "Records sent to the dead-letter topic, by error kind",
+                ["kind"],
+                registry=registry,
+            ),
+            awards=Counter(
+                "pitstop_awards_total", "Awards appended to the ledger, by rule", ["rule"], registry=registry
+            ),
+            points=Counter("pitstop_points_total", "Points appended to the ledger", registry=registry),
+            ledger_applied=Counter(
+                "pitstop_ledger_applied_total", "Ledger awards applied to the league", registry=registry
+            ),
+            ledger_skipped=Counter(
+                "pitstop_ledger_skipped_total", "Ledger records skipped as already applied", registry=registry
+            ),
+            event_to_award=Histogram(
+                "pitstop_event_to_award_seconds",
+                "Source record timestamp to its awards acked on the ledger",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            event_to_league=Histogram(
+                "pitstop_event_to_league_seconds",
+                "Source record timestamp to its awards applied in Redis",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "pitstop_batch_records",
+                "Records per processed batch",
+                ["stage"],
+                buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+                registry=registry,
+            ),
+            infra_retries=Counter(
+                "pitstop_infra_retries_total",
+                "Batches retried after a broker or Redis error, by stage",
+                ["stage"],
+                registry=registry,
+            ),
+            ledger_lag=Gauge(
+                "pitstop_ledger_last_applied_offset",
+                "Highest ledger offset applied, by partition",
+                ["partition"],
+                registry=registry,
+            ),
+        )

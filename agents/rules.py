@@ -1,0 +1,331 @@
+"""Rule packs: loading, validation and pure evaluation (no Faust, no Redis).
+
+A rule fires on one event type for the people on the event whose role it lists, when every
+condition in ``when`` holds over the event's facts. Its points are ``base x matching multipliers``,
+rounded half up to a whole number. See ``config/rules/default.yaml`` for the format.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from config.loading import ConfigError, Located, load_yaml
+from streams.contract import EVENT_TYPES, ROLES
+from streams.events import Event, parse_time
+
+Facts = Mapping[str, Any]
+
+# Facts derived from the event, by type, on top of its own fields.
+DERIVED_FACTS: dict[str, tuple[str, ...]] = {
+    "jobcard.closed": ("turnaround_minutes", "promised_minutes", "turnaround_ratio", "on_time"),
+    "ticket.first_response": ("response_minutes", "allowed_minutes", "response_ratio", "responded_in_time"),
+    "ticket.resolved": ("resolution_minutes", "allowed_minutes", "resolution_ratio", "within_sla"),
+}
+ENVELOPE_FACTS = ("event_id", "type", "occurred_at", "centre_id", "customer_ref")
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda a, b: bool(a == b),
+    "ne": lambda a, b: bool(a != b),
+    "lt": lambda a, b: bool(a < b),
+    "lte": lambda a, b: bool(a <= b),
+    "gt": lambda a, b: bool(a > b),
+    "gte": lambda a, b: bool(a >= b),
+    "in": lambda a, b: a in b,
+}
+_RULE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+_RULE_KEYS = {"id", "version", "event", "roles", "when", "points", "multipliers", "why"}
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    fact: str
+    op: str
+    value: Any
+
+    def holds(self, facts: Facts) -> bool:
+        actual = facts.get(self.fact)
+        if actual is None:
+            return False
+        try:
+            return _OPS[self.op](actual, self.value)
+        except TypeError:  # e.g. comparing a string fact with a number: the condition does not hold
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Multiplier:
+    name: str
+    when: tuple[Condition, ...]
+    factor: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    version: int
+    on: str
+    roles: frozenset[str]
+    when: tuple[Condition, ...]
+    points: int | str  # a whole number, or the name of the fact holding the points
+    multipliers: tuple[Multiplier, ...]
+    why: str
+    line: int = 0
+
+    def reads(self) -> tuple[str, ...]:
+        """The facts this rule reads, in a stable order (recorded on each award as its inputs)."""
+        names: list[str] = [c.fact for c in self.when]
+        for m in self.multipliers:
+            names += [c.fact for c in m.when]
+        if isinstance(self.points, str):
+            names.append(self.points)
+        names += [n for _, n, _, _ in string.Formatter().parse(self.why) if n]
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one rule gives one event, before it is split per person."""
+
+    rule: Rule
+    points: int
+    inputs: dict[str, Any]
+    multipliers: tuple[tuple[str, str], ...]  # (name, factor) of the multipliers that applied
+    why: str
+
+
+@dataclass(frozen=True)
+class RulePack:
+    name: str
+    version: int
+    rules: tuple[Rule, ...]
+    source: str = ""
+
+    def rules_for(self, event_type: str) -> tuple[Rule, ...]:
+        return self._by_type().get(event_type, ())
+
+    def _by_type(self) -> dict[str, tuple[Rule, ...]]:
+        cached: dict[str, tuple[Rule, ...]] | None = self.__dict__.get("_index")
+        if cached is None:
+            index: dict[str, list[Rule]] = {}
+            for rule in self.rules:
+                index.setdefault(rule.on, []).append(rule)
+            cached = {k: tuple(v) for k, v in index.items()}
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def event_facts(event: Event) -> dict[str, Any]:
+    """The facts rules can read: the event's fields plus the derived ones for its type."""
+    facts: dict[str, Any] = dict(event.data)
+    data = event.data
+    if event.type == "jobcard.closed":
+        _durations(
+            facts,
+            event.occurred_at,
+            data["opened_at"],
+            data["promised_at"],
+            ("turnaround_minutes", "promised_minutes", "turnaround_ratio", "on_time"),
+        )
+    elif event.type == "ticket.first_response":
+        _durations(
+            facts,
+            event.occurred_at,
+            data["opened_at"],
+            data["response_due_at"],
+            ("response_minutes", "allowed_minutes", "response_ratio", "responded_in_time"),
+        )
+    elif event.type == "ticket.resolved":
+        _durations(
+            facts,
+            event.occurred_at,
+            data["opened_at"],
+            data["resolution_due_at"],
+            ("resolution_minutes", "allowed_minutes", "resolution_ratio", "within_sla"),
+        )
+    return facts
+
+
+def _durations(facts: dict[str, Any], done: datetime, opened: str, due: str, names: tuple[str, str, str, str]) -> None:
+    opened_at, due_at = parse_time(opened), parse_time(due)
+    took = _minutes((done - opened_at).total_seconds())
+    allowed = _minutes((due_at - opened_at).total_seconds())
+    facts[names[0]] = took
+    facts[names[1]] = allowed
+    facts[names[2]] = round(took / allowed, 4) if allowed > 0 else None
+    facts[names[3]] = done <= due_at
+
+
+def _minutes(seconds: float) -> int | float:
+    minutes = round(seconds / 60, 1)
+    return int(minutes) if minutes.is_integer() else minutes
+
+
+def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
+    """Apply one rule to an event's facts; ``None`` when it does not fire or gives no points."""
+    if not all(c.holds(facts) for c in rule.when):
+        return None
+    base = facts.get(rule.points) if isinstance(rule.points, str) else rule.points
+    if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
+        return None
+    total = Decimal(base)
+    applied: list[tuple[str, str]] = []
+    for multiplier in rule.multipliers:
+        if all(c.holds(facts) for c in multiplier.when):
+            total *= multiplier.factor
+            applied.append((multiplier.name, str(multiplier.factor)))
+    points = int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if points <= 0:
+        return None
+    inputs = {name: facts.get(name) for name in rule.reads()}
+    why = rule.why.format_map(_Blank(inputs))
+    if applied:
+        why += " (" + ", ".join(f"{name} x{factor}" for name, factor in applied) + ")"
+    return Outcome(rule, points, inputs, tuple(applied), why)
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+# --- loading and validation ----------------------------------------------------------------------
+
+
+def load_rule_pack(path: Path) -> RulePack:
+    """Load and validate a rule pack; the first problem raises :class:`ConfigError` with file and line."""
+    document, lines = load_yaml(path) if path.exists() else (None, {})
+    if document is None:
+        raise ConfigError(path, None, "no such file" if not path.exists() else "the file is empty")
+    if not isinstance(document, dict):
+        raise ConfigError(path, 1, "expected a mapping with 'pack', 'version' and 'rules'")
+    top = Located(document, path, 1)
+    unknown = sorted(set(document) - {"pack", "version", "rules"})
+    if unknown:
+        raise top.error(f"unknown top-level key(s): {', '.join(map(str, unknown))}")
+    name = document.get("pack")
+    if not isinstance(name, str) or not name:
+        raise top.error("'pack' must name the pack")
+    version = document.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise top.error("'version' must be a whole number from 1")
+    items = document.get("rules")
+    if not isinstance(items, list) or not items:
+        raise top.error("'rules' must be a non-empty list")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(path, None, f"rules[{index}] must be a mapping")
+        rule = _rule(Located(item, path, lines.get(id(item), 0)), lines)
+        if rule.id in seen:
+            raise ConfigError(path, rule.line, f"rule id {rule.id!r} is used twice")
+        seen.add(rule.id)
+        rules.append(rule)
+    return RulePack(name, version, tuple(rules), str(path))
+
+
+def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
+    item = row.value
+    unknown = sorted(set(map(str, item)) - _RULE_KEYS)
+    if unknown:
+        raise row.error(f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    rule_id = item.get("id")
+    if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+        raise row.error("'id' must be lower-case words separated by dots, e.g. jobcard.flawless")
+    label = f"rule {rule_id}"
+    version = item.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise row.error(f"{label}: 'version' must be a whole number from 1")
+    on = item.get("event")
+    if on not in EVENT_TYPES:
+        raise row.error(f"{label}: 'event' must be an event type (one of: {', '.join(sorted(EVENT_TYPES))})")
+    roles = item.get("roles")
+    if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+        raise row.error(f"{label}: 'roles' must be a non-empty list of roles")
+    bad_roles = [r for r in roles if r not in ROLES]
+    if bad_roles:
+        raise row.error(f"{label}: unknown role(s) {', '.join(bad_roles)} (one of: {', '.join(ROLES)})")
+    known = _known_facts(on)
+    when = _conditions(row, label, item.get("when", {}), known)
+    points_spec = item.get("points")
+    points: int | str
+    if isinstance(points_spec, int) and not isinstance(points_spec, bool) and 1 <= points_spec <= 100_000:
+        points = points_spec
+    elif isinstance(points_spec, dict) and set(points_spec) == {"fact"} and points_spec["fact"] in known:
+        points = str(points_spec["fact"])
+    else:
+        raise row.error(f"{label}: 'points' must be a whole number from 1 to 100000, or {{fact: NAME}}")
+    multipliers = tuple(
+        _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
+        for m in _list(row, label, "multipliers", item.get("multipliers", []))
+    )
+    why = item.get("why")
+    if not isinstance(why, str) or not why.strip() or len(why) > 200:
+        raise row.error(f"{label}: 'why' must be the text the person reads (1-200 characters)")
+    try:
+        placeholders = [n for _, n, spec, conv in string.Formatter().parse(why) if n is not None]
+    except ValueError as exc:
+        raise row.error(f"{label}: 'why' is not a valid template: {exc}") from None
+    for placeholder in placeholders:
+        if placeholder not in known:
+            raise row.error(f"{label}: 'why' uses {{{placeholder}}}, which is not a fact of {on}")
+    return Rule(rule_id, version, on, frozenset(roles), when, points, multipliers, why, row.line)
+
+
+def _list(row: Located, label: str, key: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise row.error(f"{label}: '{key}' must be a list")
+    return value
+
+
+def _multiplier(row: Located, label: str, item: Any, known: frozenset[str]) -> Multiplier:
+    if not isinstance(item, dict) or set(item) - {"name", "when", "factor"}:
+        raise row.error(f"{label}: a multiplier is {{name, when, factor}}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise row.error(f"{label}: a multiplier needs a 'name' (e.g. quality, speed)")
+    factor = item.get("factor")
+    if not isinstance(factor, int | float) or isinstance(factor, bool) or not 0 < factor <= 10:
+        raise row.error(f"{label}: multiplier {name}: 'factor' must be a number above 0 and at most 10")
+    when = _conditions(row, f"{label}: multiplier {name}", item.get("when"), known)
+    if not when:
+        raise row.error(f"{label}: multiplier {name}: 'when' must hold at least one condition")
+    return Multiplier(name, when, Decimal(str(factor)))
+
+
+def _conditions(row: Located, label: str, spec: Any, known: frozenset[str]) -> tuple[Condition, ...]:
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict):
+        raise row.error(f"{label}: 'when' must map facts to values")
+    conditions: list[Condition] = []
+    for fact, test in spec.items():
+        if fact not in known:
+            raise row.error(f"{label}: unknown fact {fact!r} for this event type")
+        if isinstance(test, dict):
+            if len(test) != 1 or next(iter(test)) not in _OPS:
+                raise row.error(f"{label}: {fact}: write {{op: value}} with op one of {', '.join(_OPS)}")
+            op, value = next(iter(test.items()))
+            if op == "in" and not isinstance(value, list):
+                raise row.error(f"{label}: {fact}: 'in' takes a list")
+            if op in ("lt", "lte", "gt", "gte") and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise row.error(f"{label}: {fact}: '{op}' compares with a number")
+            conditions.append(Condition(str(fact), str(op), tuple(value) if op == "in" else value))
+        else:
+            conditions.append(Condition(str(fact), "eq", test))
+    return tuple(conditions)
+
+
+def _known_facts(event_type: str) -> frozenset[str]:
+    _, properties, _ = EVENT_TYPES[event_type]
+    return frozenset((*ENVELOPE_FACTS, *properties, *DERIVED_FACTS.get(event_type, ())))

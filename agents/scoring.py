@@ -1,0 +1,140 @@
+"""Scoring: one valid event + the rule pack + the directory -> the awards it earns. Pure.
+
+An award is the unit of the points ledger. Its id is a deterministic hash of (event id, rule id,
+rule version, person), so the same event scored twice yields the same ids and projections can apply
+each award at most once. Everything on an award is derived from the event and the configuration, not
+from the clock, so the same events and rules always give the same ledger bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agents.rules import RulePack, evaluate, event_facts
+from config.directory import Directory
+from streams.events import UNKNOWN_REFERENCE, Event, InvalidEvent, redact
+
+LEDGER_SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    award_id: str
+    event_id: str
+    event_type: str
+    rule_id: str
+    rule_version: int
+    staff_id: str
+    role: str
+    centre_id: str
+    region: str
+    state: str
+    season: str  # calendar month of the event time in the centre's time zone, e.g. "2026-11"
+    points: int
+    occurred_at: str  # the event time exactly as the source sent it
+    inputs: dict[str, Any]
+    multipliers: tuple[tuple[str, str], ...]
+    why: str
+
+    def to_ledger(self) -> bytes:
+        """The ledger record value: canonical JSON (sorted keys), identical for identical awards."""
+        return orjson.dumps(
+            {
+                "v": LEDGER_SCHEMA,
+                "kind": "award",
+                "award_id": self.award_id,
+                "event_id": self.event_id,
+                "event_type": self.event_type,
+                "rule_id": self.rule_id,
+                "rule_version": self.rule_version,
+                "staff_id": self.staff_id,
+                "role": self.role,
+                "centre_id": self.centre_id,
+                "region": self.region,
+                "state": self.state,
+                "season": self.season,
+                "points": self.points,
+                "occurred_at": self.occurred_at,
+                "inputs": self.inputs,
+                "multipliers": [list(m) for m in self.multipliers],
+                "why": self.why,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def from_ledger(cls, raw: bytes) -> Award:
+        d = orjson.loads(raw)
+        return cls(
+            award_id=d["award_id"],
+            event_id=d["event_id"],
+            event_type=d["event_type"],
+            rule_id=d["rule_id"],
+            rule_version=d["rule_version"],
+            staff_id=d["staff_id"],
+            role=d["role"],
+            centre_id=d["centre_id"],
+            region=d["region"],
+            state=d["state"],
+            season=d["season"],
+            points=d["points"],
+            occurred_at=d["occurred_at"],
+            inputs=d["inputs"],
+            multipliers=tuple((m[0], m[1]) for m in d["multipliers"]),
+            why=d["why"],
+        )
+
+
+def award_id(event_id: str, rule_id: str, rule_version: int, staff_id: str) -> str:
+    key = "\x1f".join((event_id, rule_id, str(rule_version), staff_id)).encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Award]:
+    """The awards ``event`` earns under ``pack``; raises InvalidEvent for unknown centres or staff."""
+    centre = directory.centre(event.centre_id)
+    if centre is None:
+        raise InvalidEvent(UNKNOWN_REFERENCE, "centre_id is not in the directory")
+    for person in event.people:
+        if directory.person(person.staff_id) is None:
+            raise InvalidEvent(UNKNOWN_REFERENCE, f"people: staff {person.staff_id} is not in the directory")
+    rules = pack.rules_for(event.type)
+    if not rules:
+        return []
+    facts = event_facts(event)
+    if "feedback" in facts:
+        facts["feedback"] = redact(str(facts["feedback"]))
+    season = event.occurred_at.astimezone(centre.timezone).strftime("%Y-%m")
+    awards: list[Award] = []
+    for rule in rules:
+        outcome = evaluate(rule, facts)
+        if outcome is None:
+            continue
+        for person in event.people:
+            if person.role not in rule.roles:
+                continue
+            awards.append(
+                Award(
+                    award_id=award_id(event.event_id, rule.id, rule.version, person.staff_id),
+                    event_id=event.event_id,
+                    event_type=event.type,
+                    rule_id=rule.id,
+                    rule_version=rule.version,
+                    staff_id=person.staff_id,
+                    role=person.role,
+                    centre_id=centre.id,
+                    region=centre.region,
+                    state=centre.state,
+                    season=season,
+                    points=outcome.points,
+                    occurred_at=event.data["occurred_at"],
+                    inputs=outcome.inputs,
+                    multipliers=outcome.multipliers,
+                    why=outcome.why,
+                )
+            )
+    return awards

@@ -1,0 +1,252 @@
+"""The Faust worker: two agents that only move bytes around the pure steps.
+
+``score``: source topics -> validate -> score -> points-ledger (awaiting the broker's acks) and
+dead-letters -> mark event ids seen -> ack. ``project``: points-ledger -> one Lua call per partition
+batch in Redis -> ack. Source records are acked (so their offsets can be committed) only after their
+effects are durable; a broker or Redis failure is retried with backoff, never skipped.
+
+Both agents use ``noack_take``: Faust's ``take``/``take_events`` ack a batch in a ``finally`` clause,
+which would also run when the batch is abandoned (error or shutdown) and lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import faust
+import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, start_http_server
+from redis.exceptions import RedisError
+
+from agents.metrics import WorkerMetrics
+from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded
+from agents.rules import RulePack, load_rule_pack
+from agents.scoring import Award
+from config.directory import Directory, load_directory
+from config.settings import Settings
+from state.dedup import SeenEvents
+from state.league import League, LedgerRecord
+from streams.topics import Topics
+
+log = logging.getLogger("pitstop.worker")
+T = TypeVar("T")
+
+SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->league latency
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app. Raw bytes in and out: decoding is ours (orjson + the published schemas)."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        processing_guarantee="at_least_once",  # effects are made idempotent instead (award ids)
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+        # The embedded broker completes a group join only once the session timeout's wait has passed
+        # for a new member, so a short session (with frequent heartbeats) keeps startup quick.
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,  # on shutdown do not wait for buffers we will not ack anyway
+    )
+
+
+class Scorer:
+    """Everything the two agents need, created once per worker."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        *,
+        pack: RulePack,
+        directory: Directory,
+        metrics: WorkerMetrics,
+        redis: aioredis.Redis,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.pack = pack
+        self.directory = directory
+        self.metrics = metrics
+        self.topics = Topics.from_settings(settings)
+        self.redis = redis
+        self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
+        self.league = League(redis, settings.redis_namespace)
+        self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
+
+    # --- source events -> ledger ------------------------------------------------------------
+
+    async def score(self, records: Sequence[SourceRecord]) -> None:
+        """Score one batch and make its effects durable. Returns only when they are."""
+        self.metrics.batch_size.labels("score").observe(len(records))
+        decoded, dead = decode_batch(
+            records,
+            topics=self.topics,
+            now=datetime.now(UTC),
+            max_event_bytes=self.settings.max_event_bytes,
+            max_future_skew=self.max_future_skew,
+        )
+        event_ids = [event.event_id for _, event in decoded]
+        already = await self._retry("dedup", lambda: self.seen.seen(event_ids))
+        result = score_decoded(decoded, pack=self.pack, directory=self.directory, already_seen=already)
+        result.dead[:0] = dead
+
+        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead))
+        await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
+
+        now_ms = time.time() * 1000
+        for item in result.scored:
+            self.metrics.events.labels(item.event.type, "scored").inc()
+            self.metrics.event_to_award.observe(max(0.0, (now_ms - item.record.timestamp_ms) / 1000))
+            for award in item.awards:
+                self.metrics.awards.labels(award.rule_id).inc()
+                self.metrics.points.inc(award.points)
+        for record in result.duplicates:
+            self.metrics.events.labels(_type_label(record), "duplicate").inc()
+        for letter in result.dead:
+            self.metrics.events.labels(_type_label(letter.record), "dead_letter").inc()
+            self.metrics.dead_letters.labels(letter.kind).inc()
+            log.warning(
+                "dead letter %s[%d]@%d: %s: %s",
+                letter.record.topic,
+                letter.record.partition,
+                letter.record.offset,
+                letter.kind,
+                letter.message,
+            )
+
+    async def _produce(self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter]) -> None:
+        producer = self.app.producer
+        pending: list[Awaitable[Any]] = []
+        for record, award in awards:
+            headers = [
+                ("event.topic", record.topic.encode()),
+                ("event.partition", str(record.partition).encode()),
+                ("event.offset", str(record.offset).encode()),
+                (SOURCE_TS_HEADER, str(record.timestamp_ms).encode()),
+                ("rule.pack", f"{self.pack.name}:{self.pack.version}".encode()),
+            ]
+            pending.append(
+                await producer.send(self.topics.ledger, award.staff_id.encode(), award.to_ledger(), None, None, headers)
+            )
+        for letter in dead:
+            value = letter.record.value
+            if value is not None and len(value) > self.settings.max_event_bytes:
+                value = value[: self.settings.max_event_bytes]  # keep the head; the header says why
+            pending.append(
+                await producer.send(self.topics.dead_letters, letter.record.key, value, None, None, letter.headers())
+            )
+        if pending:
+            await asyncio.gather(*pending)  # every record acked by the broker (acks=all)
+
+    # --- ledger -> league -------------------------------------------------------------------
+
+    async def project(self, records: Sequence[tuple[LedgerRecord, int | None]]) -> None:
+        """Apply one batch of ledger records to the league; returns when Redis has them."""
+        self.metrics.batch_size.labels("project").observe(len(records))
+        result = await self._retry("league", lambda: self.league.apply([r for r, _ in records]))
+        self.metrics.ledger_applied.inc(result.applied)
+        self.metrics.ledger_skipped.inc(result.skipped)
+        now_ms = time.time() * 1000
+        top: dict[int, int] = {}
+        for record, source_ts in records:
+            top[record.partition] = max(top.get(record.partition, -1), record.offset)
+            if source_ts is not None:
+                self.metrics.event_to_league.observe(max(0.0, (now_ms - source_ts) / 1000))
+        for partition, offset in top.items():
+            self.metrics.ledger_lag.labels(str(partition)).set(offset)
+
+    async def _retry(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry broker/Redis failures with capped, jittered backoff until they succeed."""
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except (TimeoutError, KafkaError, RedisError, OSError) as exc:
+                self.metrics.infra_retries.labels(stage).inc()
+                log.warning("%s failed (%r); retrying in %.1fs", stage, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 5.0)
+
+
+def _type_label(record: SourceRecord) -> str:
+    """A bounded label for metrics: the family of the topic (the type may be garbage)."""
+    return record.topic.rsplit(".", 1)[-1]
+
+
+def _source_record(event: Any) -> SourceRecord:
+    m = event.message
+    return SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
+
+
+def _ledger_record(event: Any) -> tuple[LedgerRecord, int | None] | None:
+    m = event.message
+    try:
+        award = Award.from_ledger(m.value)
+    except (ValueError, KeyError, TypeError):
+        log.error("unreadable ledger record %s[%d]@%d skipped", m.topic, m.partition, m.offset)
+        return None
+    source_ts = next((int(v) for k, v in (m.headers or []) if k == SOURCE_TS_HEADER and v.isdigit()), None)
+    return LedgerRecord(m.partition, m.offset, award), source_ts
+
+
+def build_worker(settings: Settings, registry: CollectorRegistry | None = None) -> tuple[faust.App, Scorer]:
+    """Create the app and register both agents; configuration errors surface here, before any I/O."""
+    pack = load_rule_pack(settings.rules_path)
+    directory = load_directory(settings.directory_path)
+    app = create_app(settings)
+    metrics = WorkerMetrics.create(registry or CollectorRegistry())
+    redis = aioredis.from_url(settings.redis_url)
+    scorer = Scorer(app, settings, pack=pack, directory=directory, metrics=metrics, redis=redis)
+    topics = scorer.topics
+    source_topic = app.topic(*topics.sources, value_serializer="raw", key_serializer="raw")
+    ledger_topic = app.topic(topics.ledger, value_serializer="raw", key_serializer="raw")
+    size, within = settings.batch_size, settings.batch_within_s
+
+    @app.agent(source_topic, name="score")
+    async def score(stream: Any) -> None:
+        async for events in stream.noack_take(size, within=within):
+            await scorer.score([_source_record(e) for e in events])
+            for event in events:
+                await stream.ack(event)
+
+    @app.agent(ledger_topic, name="project")
+    async def project(stream: Any) -> None:
+        async for events in stream.noack_take(size, within=within):
+            records = [r for r in map(_ledger_record, events) if r is not None]
+            if records:
+                await scorer.project(records)
+            for event in events:
+                await stream.ack(event)
+
+    return app, scorer
+
+
+def run_worker(settings: Settings) -> None:
+    """``pitstop worker``: create topics, serve /metrics, run the agents until SIGINT/SIGTERM."""
+    from streams.topics import ensure_topics
+
+    registry = CollectorRegistry()
+    app, _ = build_worker(settings, registry)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.gateway_host, registry=registry)
+        log.info("worker metrics on http://%s:%d/metrics", settings.gateway_host, settings.worker_metrics_port)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, loop=loop)
+    worker.execute_from_commandline()

@@ -1,0 +1,122 @@
+"""The directory: centres (with region, state and time zone) and staff (with role and centre).
+
+Loaded from one YAML file (``centres:`` and ``staff:`` lists) or from a folder holding ``centres.csv``
+and ``staff.csv``. Every row is validated; the first problem raises :class:`ConfigError` naming the
+file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from config.loading import ConfigError, Located, csv_items, yaml_items
+from streams.contract import ROLES
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+CENTRE_FIELDS = ("id", "name", "region", "state", "timezone")
+STAFF_FIELDS = ("id", "name", "role", "centre")
+
+
+@dataclass(frozen=True, slots=True)
+class Centre:
+    id: str
+    name: str
+    region: str
+    state: str
+    timezone: ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Staff:
+    id: str
+    name: str
+    role: str
+    centre_id: str
+
+
+class Directory:
+    """Who works where. Immutable after loading; reload by building a new one."""
+
+    def __init__(self, centres: Iterable[Centre], staff: Iterable[Staff]) -> None:
+        self.centres: dict[str, Centre] = {c.id: c for c in centres}
+        self.staff: dict[str, Staff] = {s.id: s for s in staff}
+
+    def centre(self, centre_id: str) -> Centre | None:
+        return self.centres.get(centre_id)
+
+    def person(self, staff_id: str) -> Staff | None:
+        return self.staff.get(staff_id)
+
+    def __repr__(self) -> str:
+        return f"<Directory {len(self.centres)} centres, {len(self.staff)} staff>"
+
+
+def load_directory(path: Path) -> Directory:
+    """Load and validate a directory from a YAML file or a folder of two CSV files."""
+    if path.is_dir():
+        centre_rows: Iterator[Located] = csv_items(path / "centres.csv", CENTRE_FIELDS)
+        staff_rows: Iterator[Located] = csv_items(path / "staff.csv", STAFF_FIELDS)
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        centre_rows = yaml_items(path, "centres")
+        staff_rows = yaml_items(path, "staff")
+    else:
+        raise ConfigError(path, None, "a directory is a .yaml/.yml file or a folder with centres.csv and staff.csv")
+
+    centres: dict[str, Centre] = {}
+    for row in centre_rows:
+        centre = _centre(row)
+        if centre.id in centres:
+            raise row.error(f"centre id {centre.id!r} is listed twice")
+        centres[centre.id] = centre
+    if not centres:
+        raise ConfigError(path, None, "no centres")
+
+    staff: dict[str, Staff] = {}
+    for row in staff_rows:
+        person = _staff(row)
+        if person.id in staff:
+            raise row.error(f"staff id {person.id!r} is listed twice")
+        if person.centre_id not in centres:
+            raise row.error(f"staff {person.id!r} works at unknown centre {person.centre_id!r}")
+        staff[person.id] = person
+    return Directory(centres.values(), staff.values())
+
+
+def _fields(row: Located, fields: tuple[str, ...]) -> dict[str, str]:
+    unknown = sorted(set(row.value) - set(fields))
+    if unknown:
+        raise row.error(f"unknown field(s): {', '.join(map(str, unknown))}")
+    values: dict[str, str] = {}
+    for field in fields:
+        value = row.value.get(field)
+        if value is None or value == "":
+            raise row.error(f"missing field '{field}'")
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise row.error(f"field '{field}' must be text")
+        values[field] = str(value).strip()
+    if not _ID.match(values["id"]):
+        raise row.error(f"id {values['id']!r} may hold only letters, digits and . _ : / - (max 128)")
+    return values
+
+
+def _centre(row: Located) -> Centre:
+    v = _fields(row, CENTRE_FIELDS)
+    try:
+        zone = ZoneInfo(v["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise row.error(f"unknown time zone {v['timezone']!r} (use an IANA name such as Asia/Kolkata)") from None
+    for field in ("region", "state"):
+        if not _ID.match(v[field]):
+            raise row.error(f"{field} {v[field]!r} may hold only letters, digits and . _ : / -")
+    return Centre(v["id"], v["name"], v["region"], v["state"], zone)
+
+
+def _staff(row: Located) -> Staff:
+    v = _fields(row, STAFF_FIELDS)
+    if v["role"] not in ROLES:
+        raise row.error(f"unknown role {v['role']!r} (one of: {', '.join(ROLES)})")
+    return Staff(v["id"], v["name"], v["role"], v["centre"])

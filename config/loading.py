@@ -1,0 +1,121 @@
+"""YAML and CSV loading that remembers where every item came from, for errors naming file and line."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file is invalid. The message names the file and line; fix the file and reload."""
+
+    def __init__(self, path: Path | str, line: int | None, reason: str) -> None:
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Located:
+    """A mapping read from a file, with the file and the 1-based line where it starts."""
+
+    value: dict[str, Any]
+    path: Path
+    line: int
+
+    def error(self, reason: str) -> ConfigError:
+        return ConfigError(self.path, self.line, reason)
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[int, int]]:
+    """Load a YAML document; also return ``id(node value) -> line`` for every mapping in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(path, line, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if node is None:
+        raise ConfigError(path, None, "the file is empty")
+    lines: dict[int, int] = {}
+    loader = yaml.SafeLoader("")
+    try:
+        value = _construct(loader, node, lines)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return value, lines
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, lines: dict[int, int]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _construct(loader, key_node, lines)
+            if key in result:
+                raise ConfigError("", key_node.start_mark.line + 1, f"duplicate key {key!r}")
+            result[key] = _construct(loader, value_node, lines)
+        lines[id(result)] = node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, lines) for item in node.value]
+    return loader.construct_object(node, deep=True)
+
+
+def yaml_items(path: Path, section: str, *, required: bool = True) -> Iterator[Located]:
+    """The mappings listed under a top-level ``section`` key of a YAML file, each with its line."""
+    try:
+        document, lines = load_yaml(path)
+    except ConfigError as exc:
+        if exc.path == "":
+            raise ConfigError(path, exc.line, exc.reason) from None
+        raise
+    if not isinstance(document, dict):
+        raise ConfigError(path, 1, "expected a mapping at the top level")
+    items = document.get(section)
+    if items is None:
+        if required:
+            raise ConfigError(path, 1, f"missing top-level key '{section}'")
+        return
+    if not isinstance(items, list):
+        raise ConfigError(path, lines.get(id(document)), f"'{section}' must be a list")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(path, None, f"{section}[{index}] must be a mapping")
+        yield Located(item, path, lines.get(id(item), 0))
+
+
+def csv_items(path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> Iterator[Located]:
+    """Rows of a CSV file with a header line, each with its line number."""
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ConfigError(path, 1, f"missing column(s): {', '.join(missing)}")
+        unknown = [c for c in header if c not in columns + optional]
+        if unknown:
+            raise ConfigError(path, 1, f"unknown column(s): {', '.join(unknown)}")
+        try:
+            for row in reader:
+                if None in row:
+                    raise ConfigError(path, reader.line_num, "more fields than columns")
+                yield Located({k: v for k, v in row.items() if v not in ("", None)}, path, reader.line_num)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(path, reader.line_num, f"not valid CSV: {exc}") from None

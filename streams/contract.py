@@ -1,0 +1,236 @@
+"""Event contract v1: the JSON Schemas every source system's events must satisfy.
+
+The schemas are built here once and published as files under ``streams/schemas/`` (``pitstop schemas
+--write`` regenerates them; a test fails when the published files and this module disagree). Checks a
+JSON Schema cannot express (an RFC 3339 time *with* an offset, event time not in the future, times in
+order, customer references that look like phone numbers) live in :mod:`streams.events`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_VERSION = 1
+SCHEMA_BASE_URI = "https://pitstop.dev/schemas/v1"
+
+ROLES = ("technician", "service_advisor", "support_agent", "sales_executive", "dealer", "manager")
+UPSELL_LINES = (
+    "amc",
+    "extended_warranty",
+    "ceramic_coating",
+    "service_package",
+    "tyres",
+    "batteries",
+    "insurance_renewal",
+)
+TICKET_PRIORITIES = ("P1", "P2", "P3", "P4")
+TICKET_CHANNELS = ("phone", "email", "chat", "whatsapp", "walk_in", "web")
+SUBJECT_KINDS = ("jobcard", "ticket", "sale")
+
+# Which source topic carries which event family (the part of `type` before the dot).
+FAMILY_TOPICS = {
+    "jobcard": "jobcards",
+    "ticket": "tickets",
+    "survey": "surveys",
+    "sale": "sales",
+    "recognition": "recognitions",
+}
+
+Schema = dict[str, Any]
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9][A-Za-z0-9._:/-]*$"}
+_TIME = {
+    "type": "string",
+    "maxLength": 40,
+    "pattern": r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
+    "description": "RFC 3339 date-time with an offset (Z or +hh:mm); the offset is required",
+}
+_CUSTOMER_REF = {
+    "type": "string",
+    "minLength": 6,
+    "maxLength": 64,
+    "pattern": "^[A-Za-z][A-Za-z0-9_-]*$",
+    "description": "pseudonymous customer reference (e.g. a salted hash); never a phone number or e-mail",
+}
+_MONEY = {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000}
+_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code, e.g. INR"}
+_TEXT = {"type": "string", "maxLength": 2000}
+_PERSON = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["staff_id", "role"],
+    "properties": {"staff_id": _ID, "role": {"enum": list(ROLES)}},
+}
+_ATTRIBUTES = {
+    "type": "object",
+    "maxProperties": 32,
+    "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+    "description": "free-form extras from the source system; rules do not read them",
+}
+
+ENVELOPE: Schema = {
+    "event_id": _ID,
+    "occurred_at": _TIME,
+    "centre_id": _ID,
+    "people": {"type": "array", "minItems": 1, "maxItems": 10, "items": _PERSON},
+    "customer_ref": _CUSTOMER_REF,
+    "attributes": _ATTRIBUTES,
+}
+ENVELOPE_REQUIRED = ["event_id", "type", "occurred_at", "centre_id", "people"]
+
+# type -> (description, properties, required properties beyond the envelope)
+EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
+    "jobcard.opened": (
+        "A job card was opened for a vehicle at a centre.",
+        {
+            "jobcard_id": _ID,
+            "promised_at": {**_TIME, "description": "delivery time promised to the customer"},
+            "complaint_code": {"type": "string", "maxLength": 64},
+        },
+        ["jobcard_id", "promised_at", "customer_ref"],
+    ),
+    "jobcard.closed": (
+        "A job card was closed (vehicle delivered); carries the facts rules score.",
+        {
+            "jobcard_id": _ID,
+            "opened_at": _TIME,
+            "promised_at": _TIME,
+            "first_time_fix": {"type": "boolean"},
+            "flawless": {"type": "boolean", "description": "no rework, no missing items at inspection"},
+            "safety_compliant": {"type": "boolean"},
+            "early_defect_detected": {"type": "boolean"},
+        },
+        [
+            "jobcard_id",
+            "opened_at",
+            "promised_at",
+            "first_time_fix",
+            "flawless",
+            "safety_compliant",
+            "customer_ref",
+        ],
+    ),
+    "jobcard.reopened": (
+        "A closed job card came back (repeat complaint).",
+        {"jobcard_id": _ID, "closed_at": _TIME, "reason_code": {"type": "string", "maxLength": 64}},
+        ["jobcard_id", "closed_at", "customer_ref"],
+    ),
+    "ticket.opened": (
+        "A support ticket was opened.",
+        {
+            "ticket_id": _ID,
+            "priority": {"enum": list(TICKET_PRIORITIES)},
+            "channel": {"enum": list(TICKET_CHANNELS)},
+        },
+        ["ticket_id", "priority", "channel", "customer_ref"],
+    ),
+    "ticket.first_response": (
+        "The first response to a ticket was sent.",
+        {
+            "ticket_id": _ID,
+            "priority": {"enum": list(TICKET_PRIORITIES)},
+            "opened_at": _TIME,
+            "response_due_at": _TIME,
+        },
+        ["ticket_id", "priority", "opened_at", "response_due_at"],
+    ),
+    "ticket.resolved": (
+        "A ticket was resolved.",
+        {
+            "ticket_id": _ID,
+            "priority": {"enum": list(TICKET_PRIORITIES)},
+            "opened_at": _TIME,
+            "resolution_due_at": {**_TIME, "description": "the SLA resolution deadline"},
+            "case_notes_complete": {"type": "boolean"},
+            "callback_minutes": {"type": "number", "minimum": 0, "maximum": 525600},
+        },
+        ["ticket_id", "priority", "opened_at", "resolution_due_at", "case_notes_complete"],
+    ),
+    "ticket.escalated": (
+        "A ticket was escalated to a higher level.",
+        {
+            "ticket_id": _ID,
+            "priority": {"enum": list(TICKET_PRIORITIES)},
+            "level": {"type": "integer", "minimum": 1, "maximum": 5},
+            "reason_code": {"type": "string", "maxLength": 64},
+        },
+        ["ticket_id", "priority", "level"],
+    ),
+    "survey.csat": (
+        "A customer rated a job card or ticket (CSAT, 1-5).",
+        {
+            "survey_id": _ID,
+            "subject_kind": {"enum": list(SUBJECT_KINDS)},
+            "subject_id": _ID,
+            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+            "feedback": _TEXT,
+        },
+        ["survey_id", "subject_kind", "subject_id", "rating", "customer_ref"],
+    ),
+    "survey.nps": (
+        "A customer answered the NPS question (0-10).",
+        {
+            "survey_id": _ID,
+            "subject_kind": {"enum": list(SUBJECT_KINDS)},
+            "subject_id": _ID,
+            "score": {"type": "integer", "minimum": 0, "maximum": 10},
+            "feedback": _TEXT,
+        },
+        ["survey_id", "subject_kind", "subject_id", "score", "customer_ref"],
+    ),
+    "sale.upsell": (
+        "An add-on was sold on a service order (one line per event).",
+        {
+            "sale_id": _ID,
+            "line": {"enum": list(UPSELL_LINES)},
+            "amount": _MONEY,
+            "currency": _CURRENCY,
+            "jobcard_id": _ID,
+        },
+        ["sale_id", "line", "amount", "currency", "customer_ref"],
+    ),
+    "sale.vehicle": (
+        "A dealer sold a vehicle.",
+        {
+            "sale_id": _ID,
+            "model": {"type": "string", "minLength": 1, "maxLength": 64},
+            "amount": _MONEY,
+            "currency": _CURRENCY,
+        },
+        ["sale_id", "model", "amount", "currency", "customer_ref"],
+    ),
+    "sale.refunded": (
+        "A sale was refunded in full or in part.",
+        {"sale_id": _ID, "amount": _MONEY, "currency": _CURRENCY, "reason_code": {"type": "string", "maxLength": 64}},
+        ["sale_id", "amount", "currency", "customer_ref"],
+    ),
+    "recognition.given": (
+        "A manager recognised a person's work with points (`people` are the recipients).",
+        {
+            "recognition_id": _ID,
+            "awarded_by": _ID,
+            "points": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "reason": {"type": "string", "minLength": 3, "maxLength": 280},
+        },
+        ["recognition_id", "awarded_by", "points", "reason"],
+    ),
+}
+
+
+def schema_for(event_type: str) -> Schema:
+    """The full JSON Schema (draft 2020-12) of one event type."""
+    description, properties, required = EVENT_TYPES[event_type]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE_URI}/{event_type}.json",
+        "title": event_type,
+        "description": description,
+        "type": "object",
+        "additionalProperties": False,
+        "required": ENVELOPE_REQUIRED + [r for r in required if r not in ENVELOPE_REQUIRED],
+        "properties": {"type": {"const": event_type}, **ENVELOPE, **properties},
+    }
+
+
+def all_schemas() -> dict[str, Schema]:
+    return {event_type: schema_for(event_type) for event_type in EVENT_TYPES}

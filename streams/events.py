@@ -1,0 +1,214 @@
+"""Decode and validate one raw event at the edge.
+
+``decode_event(raw, ...)`` either returns an :class:`Event` or raises :class:`InvalidEvent` with a
+machine-readable ``kind`` (it becomes the dead-letter header ``error.kind``) and a message that says what
+is wrong without echoing the offending value (values may carry personal data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from streams.contract import EVENT_TYPES, FAMILY_TOPICS, all_schemas
+
+# Error kinds, as they appear in the dead-letter header `error.kind`.
+NOT_JSON = "not_json"
+OVERSIZE = "oversize"
+NOT_AN_OBJECT = "not_an_object"
+UNKNOWN_TYPE = "unknown_type"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+UNKNOWN_FIELD = "unknown_field"
+INVALID_VALUE = "invalid_value"
+FUTURE_EVENT_TIME = "future_event_time"
+INCONSISTENT = "inconsistent"
+PERSONAL_DATA = "personal_data"
+WRONG_TOPIC = "wrong_topic"
+UNKNOWN_REFERENCE = "unknown_reference"
+
+# Seven or more digits in a row, optionally split by spaces, dots or dashes: phone-number-like.
+PHONE_LIKE = re.compile(r"(?:\+?\d[\s.\-()]?){7,}")
+
+
+class InvalidEvent(ValueError):
+    """The event breaks the contract. Retrying does not help: it goes to the dead-letter topic."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    staff_id: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    type: str
+    occurred_at: datetime  # timezone-aware: the event time
+    centre_id: str
+    people: tuple[Person, ...]
+    customer_ref: str | None
+    data: Mapping[str, Any]  # the whole validated payload, as sent
+
+    @property
+    def family(self) -> str:
+        return self.type.split(".", 1)[0]
+
+
+def _compile() -> dict[str, Callable[[Any], Any]]:
+    return {name: fastjsonschema.compile(schema) for name, schema in all_schemas().items()}
+
+
+_VALIDATORS = _compile()
+
+_RULE_KINDS = {
+    "required": MISSING_FIELD,
+    "type": WRONG_TYPE,
+    "additionalProperties": UNKNOWN_FIELD,
+}
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 date-time that passed the schema pattern; the offset is mandatory."""
+    parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    if parsed.tzinfo is None:  # unreachable after the schema pattern, kept as a guard
+        raise ValueError("no UTC offset")
+    return parsed
+
+
+def decode_event(
+    raw: bytes,
+    *,
+    now: datetime,
+    max_bytes: int = 64 * 1024,
+    max_future_skew: timedelta = timedelta(minutes=15),
+    topic_family: str | None = None,
+) -> Event:
+    """Validate ``raw`` (the Kafka record value) against contract v1 and return the event.
+
+    ``now`` is the wall-clock time used only to refuse event times too far in the future;
+    ``topic_family`` (e.g. ``"jobcard"``) refuses an event on the wrong source topic.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidEvent(OVERSIZE, f"payload is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(NOT_JSON, f"not valid UTF-8 JSON: {str(exc).split(':')[0]}") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent(NOT_AN_OBJECT, f"an event is a JSON object, got a JSON {type(payload).__name__}")
+    event_type = payload.get("type")
+    if not isinstance(event_type, str):
+        raise InvalidEvent(MISSING_FIELD if event_type is None else WRONG_TYPE, "type: a string is required")
+    validator = _VALIDATORS.get(event_type)
+    if validator is None:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise InvalidEvent(UNKNOWN_TYPE, f"type: unknown event type (known: {known})"[:600])
+    if topic_family is not None and event_type.split(".", 1)[0] != topic_family:
+        expected = FAMILY_TOPICS.get(event_type.split(".", 1)[0], "?")
+        raise InvalidEvent(WRONG_TOPIC, f"type {event_type} belongs on the '{expected}' topic")
+    try:
+        validator(payload)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise InvalidEvent(_RULE_KINDS.get(exc.rule or "", INVALID_VALUE), _schema_message(exc)) from None
+
+    occurred_at = parse_time(payload["occurred_at"])
+    if occurred_at - now > max_future_skew:
+        raise InvalidEvent(
+            FUTURE_EVENT_TIME,
+            f"occurred_at is {_human(occurred_at - now)} in the future; at most {_human(max_future_skew)} "
+            "of clock skew is accepted",
+        )
+    _check_consistency(event_type, payload, occurred_at)
+    _check_personal_data(payload)
+    people = tuple(Person(p["staff_id"], p["role"]) for p in payload["people"])
+    if len({p.staff_id for p in people}) != len(people):
+        raise InvalidEvent(INCONSISTENT, "people: a staff_id appears more than once")
+    return Event(
+        event_id=payload["event_id"],
+        type=event_type,
+        occurred_at=occurred_at,
+        centre_id=payload["centre_id"],
+        people=people,
+        customer_ref=payload.get("customer_ref"),
+        data=payload,
+    )
+
+
+def _schema_message(exc: Any) -> str:
+    # fastjsonschema says e.g. "data.rating must be smaller than or equal to 5"; drop the "data." root.
+    message = str(exc.message)
+    message = re.sub(r"^data\.?", "", message).strip()
+    name = str(exc.name or "data").removeprefix("data").lstrip(".")
+    where = f" in {name}" if name else ""
+    if exc.rule == "required":
+        return f"missing required field(s){where}: {_names_in(message)}"
+    if exc.rule == "additionalProperties":
+        return f"unknown field(s){where}: {_names_in(message)} (contract v1 is closed; put extras in 'attributes')"
+    if exc.rule == "pattern" and name.endswith(("_at", "occurred_at")):
+        return f"{name}: must be an RFC 3339 date-time with an offset, e.g. 2026-11-23T10:15:00+05:30"
+    if exc.rule in ("enum", "const"):
+        return f"{name}: {message.split(' must be one of')[0]} is not one of the allowed values".replace(
+            f"{name}: {name}", name
+        )
+    return message if message.startswith(name) else f"{name}: {message}"
+
+
+def _names_in(message: str) -> str:
+    """The field names inside fastjsonschema's "must contain ['a', 'b'] properties"."""
+    found = re.search(r"[\[{](.*)[\]}]", message)
+    names = re.findall(r"'([^']{1,64})'", found.group(1)) if found else []
+    return ", ".join(names[:10]) or "?"
+
+
+def _check_consistency(event_type: str, payload: Mapping[str, Any], occurred_at: datetime) -> None:
+    def at(field: str) -> datetime | None:
+        value = payload.get(field)
+        return parse_time(value) if isinstance(value, str) else None
+
+    opened_at = at("opened_at")
+    if opened_at is not None and opened_at > occurred_at:
+        raise InvalidEvent(INCONSISTENT, "opened_at is later than occurred_at")
+    closed_at = at("closed_at")
+    if closed_at is not None and closed_at > occurred_at:
+        raise InvalidEvent(INCONSISTENT, "closed_at is later than occurred_at (a card reopens after it closed)")
+    for due in ("promised_at", "response_due_at", "resolution_due_at"):
+        deadline = at(due)
+        if deadline is not None and opened_at is not None and deadline <= opened_at:
+            raise InvalidEvent(INCONSISTENT, f"{due} must be later than opened_at")
+    if event_type == "recognition.given" and any(p["staff_id"] == payload["awarded_by"] for p in payload["people"]):
+        raise InvalidEvent(INCONSISTENT, "awarded_by: a manager cannot recognise themselves")
+
+
+def _check_personal_data(payload: Mapping[str, Any]) -> None:
+    ref = payload.get("customer_ref")
+    if isinstance(ref, str) and PHONE_LIKE.search(ref):
+        raise InvalidEvent(PERSONAL_DATA, "customer_ref looks like a phone number; send a pseudonymous reference")
+
+
+def redact(text: str) -> str:
+    """Mask phone-number-like digit runs in free text (feedback) before it is stored or shown."""
+    return PHONE_LIKE.sub("[redacted]", text)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds // 3600} hours"
+    if seconds >= 120:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"

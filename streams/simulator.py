@@ -1,0 +1,178 @@
+"""A simulator of the source systems: realistic job-card, ticket, survey, sale and recognition events.
+
+Deterministic for a seed: the same seed and directory give the same events (ids and facts; the event
+times follow the clock). Some staff are stronger performers than others, so the league has a shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import orjson
+
+from config.directory import Directory, Staff
+from streams.contract import FAMILY_TOPICS, TICKET_PRIORITIES, UPSELL_LINES
+from streams.topics import Topics
+
+RESOLUTION_HOURS = {"P1": 4, "P2": 8, "P3": 24, "P4": 72}
+
+
+class Simulator:
+    def __init__(self, directory: Directory, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.directory = directory
+        self.by_centre: dict[str, dict[str, list[Staff]]] = {}
+        for person in directory.staff.values():
+            self.by_centre.setdefault(person.centre_id, {}).setdefault(person.role, []).append(person)
+        self.skill = {s: self.rng.uniform(0.55, 0.97) for s in sorted(directory.staff)}
+        self.centres = sorted(c for c in self.by_centre if self.by_centre[c].get("technician"))
+        self.counter = 0
+
+    def _id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:12]}"
+
+    def _pick(self, centre: str, role: str) -> Staff | None:
+        people = self.by_centre.get(centre, {}).get(role)
+        return self.rng.choice(people) if people else None
+
+    def _customer(self) -> str:
+        return f"cust_{self.rng.getrandbits(48):012x}"
+
+    def event(self, now: datetime) -> dict[str, object]:
+        """One event, of a kind drawn with realistic weights, happening at ``now``."""
+        centre_id = self.rng.choice(self.centres)
+        tz = self.directory.centres[centre_id].timezone
+        at = now.astimezone(tz)
+        kind = self.rng.choices(
+            [
+                "jobcard.closed",
+                "survey.csat",
+                "survey.nps",
+                "sale.upsell",
+                "ticket.resolved",
+                "recognition.given",
+                "jobcard.reopened",
+            ],
+            weights=[40, 20, 8, 15, 12, 2, 3],
+        )[0]
+        tech = self._pick(centre_id, "technician")
+        advisor = self._pick(centre_id, "service_advisor")
+        assert tech is not None
+        skill = self.skill[tech.id]
+        base: dict[str, object] = {
+            "event_id": self._id("ev"),
+            "type": kind,
+            "occurred_at": at.isoformat(timespec="seconds"),
+            "centre_id": centre_id,
+        }
+        people = [{"staff_id": tech.id, "role": "technician"}]
+        if advisor is not None:
+            people.append({"staff_id": advisor.id, "role": "service_advisor"})
+        if kind == "jobcard.closed":
+            promised = self.rng.choice([180, 240, 360, 480])
+            took = int(promised * self.rng.uniform(0.5, 1.3 - skill * 0.4))
+            opened = at - timedelta(minutes=took)
+            return base | {
+                "people": people,
+                "customer_ref": self._customer(),
+                "jobcard_id": self._id("JC"),
+                "opened_at": opened.isoformat(timespec="seconds"),
+                "promised_at": (opened + timedelta(minutes=promised)).isoformat(timespec="seconds"),
+                "first_time_fix": self.rng.random() < skill,
+                "flawless": self.rng.random() < skill - 0.1,
+                "safety_compliant": self.rng.random() < 0.95,
+                "early_defect_detected": self.rng.random() < 0.1,
+            }
+        if kind in ("survey.csat", "survey.nps"):
+            subject = {"subject_kind": "jobcard", "subject_id": self._id("JC"), "survey_id": self._id("SV")}
+            if kind == "survey.csat":
+                rating = 5 if self.rng.random() < skill else self.rng.choice([3, 4, 4])
+                return base | {"people": people, "customer_ref": self._customer(), **subject, "rating": rating}
+            score = 10 if self.rng.random() < skill - 0.2 else self.rng.randint(5, 9)
+            return base | {"people": people, "customer_ref": self._customer(), **subject, "score": score}
+        if kind == "sale.upsell":
+            line = self.rng.choice(UPSELL_LINES)
+            return base | {
+                "people": people[-1:],
+                "customer_ref": self._customer(),
+                "sale_id": self._id("SL"),
+                "line": line,
+                "amount": round(self.rng.uniform(1500, 25000), 2),
+                "currency": "INR",
+            }
+        if kind == "ticket.resolved":
+            agent = self._pick(centre_id, "support_agent") or tech
+            priority = self.rng.choice(TICKET_PRIORITIES)
+            allowed = timedelta(hours=RESOLUTION_HOURS[priority])
+            taken = allowed * self.rng.uniform(0.2, 1.2 - self.skill[agent.id] * 0.3)
+            opened = at - taken
+            return base | {
+                "type": "ticket.resolved",
+                "people": [{"staff_id": agent.id, "role": agent.role}],
+                "customer_ref": self._customer(),
+                "ticket_id": self._id("TK"),
+                "priority": priority,
+                "opened_at": opened.isoformat(timespec="seconds"),
+                "resolution_due_at": (opened + allowed).isoformat(timespec="seconds"),
+                "case_notes_complete": self.rng.random() < 0.8,
+            }
+        if kind == "recognition.given":
+            manager = self._pick(centre_id, "manager")
+            if manager is None:
+                return self.event(now)
+            return base | {
+                "people": people[:1],
+                "recognition_id": self._id("RC"),
+                "awarded_by": manager.id,
+                "points": self.rng.choice([10, 20, 25, 50]),
+                "reason": "Stayed late to finish an urgent repair",
+            }
+        closed = at - timedelta(days=self.rng.randint(1, 20))
+        return base | {
+            "people": people[:1],
+            "customer_ref": self._customer(),
+            "jobcard_id": self._id("JC"),
+            "closed_at": closed.isoformat(timespec="seconds"),
+            "reason_code": "noise_returned",
+        }
+
+    def stream(self, start: datetime, count: int, spacing: timedelta) -> Iterator[dict[str, object]]:
+        for i in range(count):
+            yield self.event(start + spacing * i)
+
+
+def topic_for(topics: Topics, event: dict[str, object]) -> str:
+    return topics.name(FAMILY_TOPICS[str(event["type"]).split(".", 1)[0]])
+
+
+async def run_simulator(
+    bootstrap: str, topics: Topics, directory: Directory, *, rate: float, seed: int, limit: int | None = None
+) -> int:
+    """Produce events at ``rate`` per second until cancelled (or ``limit`` events); returns how many."""
+    from datetime import UTC
+
+    from aiokafka import AIOKafkaProducer
+
+    sim = Simulator(directory, seed)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while limit is None or sent < limit:
+            event = sim.event(datetime.now(UTC))
+            await producer.send(topic_for(topics, event), orjson.dumps(event), key=str(event["centre_id"]).encode())
+            sent += 1
+            delay = started + sent / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent

@@ -1,0 +1,80 @@
+"""Topic names and their configuration, and creating them on the broker.
+
+Source topics are keyed by ``centre_id`` (one centre's events stay in order); the ledger is keyed by
+``staff_id`` and kept forever; dead letters are kept for 90 days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from config.settings import Settings
+from streams.contract import FAMILY_TOPICS
+
+LEDGER = "points-ledger"
+DEAD_LETTERS = "dead-letters"
+SOURCES = tuple(FAMILY_TOPICS.values())  # jobcards, tickets, surveys, sales, recognitions
+DLQ_RETENTION_MS = 90 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}" if self.prefix else base
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.name(t) for t in SOURCES)
+
+    @property
+    def ledger(self) -> str:
+        return self.name(LEDGER)
+
+    @property
+    def dead_letters(self) -> str:
+        return self.name(DEAD_LETTERS)
+
+    def family_of(self, topic: str) -> str | None:
+        """The event family a source topic carries (``jobcards`` -> ``jobcard``)."""
+        base = topic[len(self.prefix) :] if self.prefix and topic.startswith(self.prefix) else topic
+        for family, name in FAMILY_TOPICS.items():
+            if name == base:
+                return family
+        return None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls(f"{settings.topic_prefix}." if settings.topic_prefix else "")
+
+
+async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
+    """Create the source, ledger and dead-letter topics if they do not exist (idempotent)."""
+    topics = Topics.from_settings(settings)
+    n = settings.topic_partitions
+    wanted = [NewTopic(name, n, 1) for name in topics.sources]
+    wanted.append(NewTopic(topics.ledger, n, 1, topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}))
+    wanted.append(NewTopic(topics.dead_letters, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
+                    await admin.create_topics(missing)
+            return
+        except KafkaError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()

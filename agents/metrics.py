@@ -22,6 +22,7 @@ class WorkerMetrics:
     batch_size: Histogram
     infra_retries: Counter
     ledger_lag: Gauge
+    assigned_partitions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -77,6 +78,11 @@ class WorkerMetrics:
                 "pitstop_ledger_last_applied_offset",
                 "Highest ledger offset applied, by partition",
                 ["partition"],
+                registry=registry,
+            ),
+            assigned_partitions=Gauge(
+                "pitstop_worker_assigned_partitions",
+                "Partitions assigned to this worker (0 until it joined)",
                 registry=registry,
             ),
         )

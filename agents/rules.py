@@ -17,17 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from config.loading import ConfigError, Located, load_yaml
-from streams.contract import EVENT_TYPES, ROLES
+from streams.contract import DERIVED_FACTS, EVENT_TYPES, ROLES
 from streams.events import Event, parse_time
 
 Facts = Mapping[str, Any]
 
-# Facts derived from the event, by type, on top of its own fields.
-DERIVED_FACTS: dict[str, tuple[str, ...]] = {
-    "jobcard.closed": ("turnaround_minutes", "promised_minutes", "turnaround_ratio", "on_time"),
-    "ticket.first_response": ("response_minutes", "allowed_minutes", "response_ratio", "responded_in_time"),
-    "ticket.resolved": ("resolution_minutes", "allowed_minutes", "resolution_ratio", "within_sla"),
-}
 ENVELOPE_FACTS = ("event_id", "type", "occurred_at", "centre_id", "customer_ref")
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {

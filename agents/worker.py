@@ -217,6 +217,11 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     ledger_topic = app.topic(topics.ledger, value_serializer="raw", key_serializer="raw")
     size, within = settings.batch_size, settings.batch_within_s
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        metrics.assigned_partitions.set(len(assigned))
+        log.info("assigned %d partitions", len(assigned))
+
     @app.agent(source_topic, name="score")
     async def score(stream: Any) -> None:
         async for events in stream.noack_take(size, within=within):

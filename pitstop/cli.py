@@ -186,9 +186,17 @@ async def _rebuild(settings: Settings, *, clear: bool) -> int:
 
 def _schemas(*, write: bool) -> int:
     from streams.contract import all_schemas
+    from streams.docs import render
 
-    folder = Path(__file__).resolve().parent.parent / "streams" / "schemas"
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "streams" / "schemas"
     stale = []
+    docs = root / "docs" / "events.md"
+    if write:
+        docs.parent.mkdir(exist_ok=True)
+        docs.write_text(render(), encoding="utf-8")
+    elif not docs.exists() or docs.read_text(encoding="utf-8") != render():
+        stale.append(str(docs.relative_to(root)))
     for name, schema in all_schemas().items():
         path = folder / f"{name}.json"
         text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -80,8 +80,8 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
             ("gateway", ["gateway"]),
             ("simulator", ["simulate", "--rate", str(rate), "--seed", str(seed)]),
         ):
-            log = (logs / f"{name}.log").open("ab")
-            children.append((name, subprocess.Popen(python + args, env=env, stdout=log, stderr=subprocess.STDOUT)))
+            with (logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+                children.append((name, subprocess.Popen(python + args, env=env, stdout=log, stderr=subprocess.STDOUT)))
         token = issue_token(settings.token_secret, "kiosk", centre, ttl_s=7 * 86400)
         url = f"http://127.0.0.1:{gateway_port}/kiosk?token={token}"
         _say(f"worker, gateway and simulator ({rate:g} events/s) started  [{time.monotonic() - t0:.1f}s]")

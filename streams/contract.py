@@ -217,6 +217,14 @@ EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
 }
 
 
+# Facts rules can read on top of an event's own fields, derived from its times (see agents.rules).
+DERIVED_FACTS: dict[str, tuple[str, ...]] = {
+    "jobcard.closed": ("turnaround_minutes", "promised_minutes", "turnaround_ratio", "on_time"),
+    "ticket.first_response": ("response_minutes", "allowed_minutes", "response_ratio", "responded_in_time"),
+    "ticket.resolved": ("resolution_minutes", "allowed_minutes", "resolution_ratio", "within_sla"),
+}
+
+
 def schema_for(event_type: str) -> Schema:
     """The full JSON Schema (draft 2020-12) of one event type."""
     description, properties, required = EVENT_TYPES[event_type]

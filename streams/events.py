@@ -33,8 +33,10 @@ PERSONAL_DATA = "personal_data"
 WRONG_TOPIC = "wrong_topic"
 UNKNOWN_REFERENCE = "unknown_reference"
 
-# Seven or more digits in a row, optionally split by spaces, dots or dashes: phone-number-like.
+# Seven or more digits in a row, optionally split by spaces, dots or dashes: phone-number-like text.
 PHONE_LIKE = re.compile(r"(?:\+?\d[\s.\-()]?){7,}")
+# A customer reference that is a phone number with at most a word in front ("c9876543210", "tel-+91...").
+PHONE_REF = re.compile(r"^[A-Za-z_-]*\+?\d{7,15}$")
 
 
 class InvalidEvent(ValueError):
@@ -194,7 +196,7 @@ def _check_consistency(event_type: str, payload: Mapping[str, Any], occurred_at:
 
 def _check_personal_data(payload: Mapping[str, Any]) -> None:
     ref = payload.get("customer_ref")
-    if isinstance(ref, str) and PHONE_LIKE.search(ref):
+    if isinstance(ref, str) and PHONE_REF.match(ref):
         raise InvalidEvent(PERSONAL_DATA, "customer_ref looks like a phone number; send a pseudonymous reference")
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -78,3 +81,36 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str, *, batch: int = 5000, quiet_ms: int = 300) -> AsyncIterator[list[Any]]:
+    """Yield batches of every record on ``topic`` (all partitions, from offset 0) until its end.
+
+    "The end" is each partition's end offset as of the start *and* one quiet poll after it: the
+    embedded broker (Tansu 0.6) reports the end offset as the base offset of the last record batch
+    plus one, which can be short of the real end, so the end offset alone would miss records.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata for every topic
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"topic {topic!r} not found on the broker")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while True:
+            got = await consumer.getmany(*tps, timeout_ms=quiet_ms, max_records=batch)
+            records = [m for messages in got.values() for m in messages]
+            if records:
+                yield records
+            else:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(position >= ends[tp] for position, tp in zip(positions, tps, strict=True)):
+                    return
+    finally:
+        await consumer.stop()

@@ -1,0 +1,229 @@
+"""One event's whole path on real infrastructure: source topic -> worker -> ledger -> Redis -> WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import seconds
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+IST = ZoneInfo("Asia/Kolkata")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).astimezone(IST).replace(microsecond=0)
+
+
+def _season(at: datetime) -> str:
+    return at.astimezone(IST).strftime("%Y-%m")
+
+
+def _jobcard(event_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "jobcard.closed",
+        "occurred_at": at.isoformat(),
+        "centre_id": "C01",
+        "people": [{"staff_id": "S0001", "role": "technician"}, {"staff_id": "S0009", "role": "service_advisor"}],
+        "customer_ref": "cust_a81f30c2",
+        "jobcard_id": f"JC-{event_id}",
+        "opened_at": (at - timedelta(hours=3)).isoformat(),
+        "promised_at": (at + timedelta(hours=1)).isoformat(),
+        "first_time_fix": True,
+        "flawless": True,
+        "safety_compliant": True,
+    }
+
+
+def _csat(event_id: str, at: datetime, rating: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "survey.csat",
+        "occurred_at": at.isoformat(),
+        "centre_id": "C01",
+        "people": [{"staff_id": "S0001", "role": "technician"}, {"staff_id": "S0009", "role": "service_advisor"}],
+        "customer_ref": "cust_a81f30c2",
+        "survey_id": f"SV-{event_id}",
+        "subject_kind": "jobcard",
+        "subject_id": "JC-1",
+        "rating": rating,
+    }
+
+
+async def _login(stack: Stack, kind: str, subject: str) -> ClientConnection:
+    ws = await connect(stack.ws_url())
+    await ws.send(orjson.dumps({"type": "auth", "token": stack.token(kind, subject)}).decode())
+    assert await _recv(ws) == {"type": "welcome", "kind": kind, "subject": subject}
+    return ws
+
+
+async def _recv(ws: ClientConnection, timeout: float = 20.0) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), seconds(timeout)))
+    return message
+
+
+async def _recv_until(ws: ClientConnection, done: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Messages until ``done(message)`` is true for one of them (which ends the list)."""
+    seen: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + seconds(timeout)
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        assert remaining > 0, f"timed out; received {seen}"
+        message = await _recv(ws, remaining)
+        seen.append(message)
+        if done(message):
+            return seen
+
+
+async def test_events_reach_ledger_league_kiosk_and_technician(stack: Stack) -> None:
+    """Good events are awarded exactly, a bad one in the middle is dead-lettered, screens update live."""
+    kiosk = await _login(stack, "kiosk", "C01")
+    snapshot = await _recv(kiosk)
+    assert snapshot["type"] == "snapshot" and snapshot["entries"] == []
+    technician = await _login(stack, "technician", "S0001")
+    assert (await _recv(technician)) == {"type": "recent", "awards": []}
+
+    at = _now() - timedelta(minutes=1)
+    run = uuid.uuid4().hex[:6]
+    await stack.produce(
+        _jobcard(f"jc-{run}", at),
+        _csat(f"bad-{run}", at, 7),  # impossible rating
+        ("surveys", b"{not json"),
+        _csat(f"csat-{run}", at, 5),
+    )
+
+    ledger = await stack.wait_for("7 awards on the ledger", lambda: _at_least(stack.ledger(), 7))
+    assert sorted((a["rule_id"], a["staff_id"], a["points"]) for a in ledger) == [
+        ("jobcard.first_time_fix", "S0001", 15),
+        ("jobcard.flawless", "S0001", 30),  # 20 x quality 1.5
+        ("jobcard.flawless", "S0009", 30),
+        ("jobcard.on_time", "S0001", 15),  # 10 x speed 1.5 (180 of 240 minutes)
+        ("jobcard.on_time", "S0009", 15),
+        ("survey.csat_five_star", "S0001", 25),
+        ("survey.csat_five_star", "S0009", 25),
+    ]
+    assert all(a["season"] == _season(at) and a["why"] and a["inputs"] for a in ledger)
+    assert {a["event_id"] for a in ledger} == {f"jc-{run}", f"csat-{run}"}
+
+    season, r = _season(at), stack.redis
+    await stack.wait_for("the league", lambda: r.zscore(stack.key(f"lg:{season}:nation:all:all"), "S0009") == 70)
+    for board in ("centre:C01", "region:west", "state:MH", "nation:all"):
+        assert r.zrevrange(stack.key(f"lg:{season}:{board}:all"), 0, -1, withscores=True) == [
+            (b"S0001", 85.0),
+            (b"S0009", 70.0),
+        ]
+        assert r.zrange(stack.key(f"lg:{season}:{board}:technician"), 0, -1, withscores=True) == [(b"S0001", 85.0)]
+        assert r.zrange(stack.key(f"lg:{season}:{board}:service_advisor"), 0, -1, withscores=True) == [(b"S0009", 70.0)]
+    assert len(r.hkeys(stack.key(f"applied:{season}"))) == 7
+    assert sum(int(v) >= 0 for v in r.hvals(stack.key("ledger-offsets"))) >= 1
+
+    deltas = await _recv_until(
+        kiosk, lambda m: m["type"] == "delta" and {"staff_id": "S0001", "points": 85} in _points(m), timeout=10
+    )
+    seqs = [(m["prev_seq"], m["seq"]) for m in deltas if m["type"] == "delta"]
+    assert seqs[0][0] <= snapshot["seq"] < seqs[0][1] and all(a[1] == b[0] for a, b in itertools.pairwise(seqs))
+
+    awards: list[dict[str, Any]] = []
+    await _recv_until(technician, lambda m: m["type"] == "award" and awards.append(m) is None and len(awards) == 4)
+    assert sorted(a["rule_id"] for a in awards) == [
+        "jobcard.first_time_fix",
+        "jobcard.flawless",
+        "jobcard.on_time",
+        "survey.csat_five_star",
+    ]
+    assert all(a["staff_id"] == "S0001" and a["why"] and a["points"] > 0 for a in awards)
+    assert "Flawless job card" in next(a["why"] for a in awards if a["rule_id"] == "jobcard.flawless")
+    await kiosk.close()
+    await technician.close()
+
+    dead = await stack.wait_for("2 dead letters", lambda: _at_least(stack.read_topic(stack.topics.dead_letters), 2))
+    by_kind = {dict(m.headers)["error.kind"].decode(): m for m in dead}
+    assert set(by_kind) == {"invalid_value", "not_json"}
+    bad = dict(by_kind["invalid_value"].headers)
+    assert bad["original.topic"].decode() == stack.topics.name("surveys")
+    assert int(bad["original.partition"]) >= 0 and int(bad["original.offset"]) >= 0
+    assert b"rating" in bad["error.message"]
+    assert orjson.loads(by_kind["invalid_value"].value)["event_id"] == f"bad-{run}"
+    assert by_kind["not_json"].value == b"{not json"
+
+
+def _points(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"staff_id": e["staff_id"], "points": e["points"]} for e in message.get("entries", [])]
+
+
+async def _at_least(records: Any, n: int) -> Any:
+    found = await records
+    return found if len(found) >= n else None
+
+
+async def test_same_event_twice_gives_one_award_and_one_increment(stack: Stack) -> None:
+    """A redelivered event (same batch and a later batch) earns nothing more."""
+    at = _now() - timedelta(minutes=2)
+    event = {
+        "event_id": f"rec-{uuid.uuid4().hex[:8]}",
+        "type": "recognition.given",
+        "occurred_at": at.isoformat(),
+        "centre_id": "C02",
+        "people": [{"staff_id": "S0016", "role": "technician"}],
+        "recognition_id": "RC-1",
+        "awarded_by": "S0030",
+        "points": 40,
+        "reason": "Helped a colleague finish on time",
+    }
+    await stack.produce(event, event)
+    board = stack.key(f"lg:{_season(at)}:centre:C02:all")
+    await stack.wait_for("the award", lambda: stack.redis.zscore(board, "S0016") == 40)
+    await stack.produce(event)
+    await stack.wait_for(
+        "the third copy to be read",
+        lambda: _scraped(stack, 'pitstop_events_total{outcome="duplicate",type="recognitions"}') >= 2,
+    )
+    ledger = [a for a in await stack.ledger() if a["event_id"] == event["event_id"]]
+    assert len(ledger) == 1 and ledger[0]["points"] == 40
+    assert stack.redis.zscore(board, "S0016") == 40
+
+
+def _scraped(stack: Stack, series: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_rebuild_after_flushall_restores_every_board(stack: Stack) -> None:
+    """FLUSHALL, then `pitstop rebuild` restores every board from the ledger, exactly."""
+    at = _now() - timedelta(minutes=3)
+    event = {
+        "event_id": f"rec-{uuid.uuid4().hex[:8]}", "type": "recognition.given", "occurred_at": at.isoformat(),
+        "centre_id": "C03", "people": [{"staff_id": "S0031", "role": "technician"}], "recognition_id": "RC-2",
+        "awarded_by": "S0045", "points": 20, "reason": "Spotted a brake defect early",
+    }
+    await stack.produce(event)
+    r = stack.redis
+    await stack.wait_for("the award", lambda: r.zscore(stack.key(f"lg:{_season(at)}:centre:C03:all"), "S0031"))
+    boards = sorted(k.decode() for k in r.scan_iter(match=stack.key("lg:*"), count=1000))
+    assert len(boards) >= 8  # 4 scopes x (all, technician) at least
+    before = {k: r.zrange(k, 0, -1, withscores=True) for k in boards}
+    r.flushall()
+    assert r.dbsize() == 0
+    result = stack.run_cli("rebuild")
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert report["applied"] == report["records"] - report["skipped"] and report["unreadable"] == 0
+    after_boards = sorted(k.decode() for k in r.scan_iter(match=stack.key("lg:*"), count=1000))
+    assert after_boards == boards
+    assert {k: r.zrange(k, 0, -1, withscores=True) for k in boards} == before

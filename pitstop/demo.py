@@ -64,7 +64,7 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
         else:
             _say(f"using Redis {settings.redis_url}")
         asyncio.run(ensure_topics(settings))
-        gateway_port = port if port and _port_free(port) else free_port()
+        gateway_port = port if port and _port_free(port) else free_port()  # 0: any free port
         env = {
             **os.environ,
             "PITSTOP_BROKER": settings.broker,

@@ -208,9 +208,15 @@ async def test_rebuild_after_flushall_restores_every_board(stack: Stack) -> None
     """FLUSHALL, then `pitstop rebuild` restores every board from the ledger, exactly."""
     at = _now() - timedelta(minutes=3)
     event = {
-        "event_id": f"rec-{uuid.uuid4().hex[:8]}", "type": "recognition.given", "occurred_at": at.isoformat(),
-        "centre_id": "C03", "people": [{"staff_id": "S0031", "role": "technician"}], "recognition_id": "RC-2",
-        "awarded_by": "S0045", "points": 20, "reason": "Spotted a brake defect early",
+        "event_id": f"rec-{uuid.uuid4().hex[:8]}",
+        "type": "recognition.given",
+        "occurred_at": at.isoformat(),
+        "centre_id": "C03",
+        "people": [{"staff_id": "S0031", "role": "technician"}],
+        "recognition_id": "RC-2",
+        "awarded_by": "S0045",
+        "points": 20,
+        "reason": "Spotted a brake defect early",
     }
     await stack.produce(event)
     r = stack.redis

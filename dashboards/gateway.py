@@ -49,6 +49,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 AUTH_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
+CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 4096
 MAX_CLIENT_MESSAGES_PER_S = 20
 MAX_QUEUED_AWARDS = 100
@@ -277,8 +278,14 @@ class Gateway:
 
     async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
         self.metrics.closes.labels(str(code)).inc()
-        with contextlib.suppress(ConnectionClosed):
-            await asyncio.wait_for(ws.close(code, reason), 2.0)
+        try:
+            await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT_S)
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            # The close frame is sent, but a client that floods us fills our inbound queue so its reply
+            # is never read: drop the connection rather than wait.
+            ws.transport.abort()
 
     # --- subscriptions ----------------------------------------------------------------------------
 

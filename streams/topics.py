@@ -83,6 +83,20 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
             await admin.close()
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic``; LookupError if the broker does not have it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = [d for d in described if d.get("topic") == topic and not d.get("error_code")]
+    if not found or not found[0].get("partitions"):
+        raise LookupError(f"topic {topic!r} not found on the broker")
+    return sorted(int(p["partition"]) for p in found[0]["partitions"])
+
+
 async def read_topic(bootstrap: str, topic: str, *, batch: int = 5000, quiet_ms: int = 300) -> AsyncIterator[list[Any]]:
     """Yield batches of every record on ``topic`` (all partitions, from offset 0) until its end.
 
@@ -90,16 +104,13 @@ async def read_topic(bootstrap: str, topic: str, *, batch: int = 5000, quiet_ms:
     embedded broker (Tansu 0.6) reports the end offset as the base offset of the last record batch
     plus one, which can be short of the real end, so the end offset alone would miss records.
     """
+    partitions = await topic_partitions(bootstrap, topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
     )
     await consumer.start()
     try:
-        await consumer.topics()  # metadata for every topic
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise LookupError(f"topic {topic!r} not found on the broker")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

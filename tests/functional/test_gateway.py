@@ -1,0 +1,193 @@
+"""The WebSocket gateway against a real Redis: protocol, pushes and refusals (no broker involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agents.scoring import Award
+from config.directory import load_directory
+from config.settings import DEFAULT_DIRECTORY, Settings
+from dashboards import gateway as gateway_module
+from dashboards.gateway import Gateway
+from dashboards.tokens import issue_token
+from pitstop.services import Service
+from state.league import League, LedgerRecord
+from tests.conftest import seconds
+
+SECRET = "functional-test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+async def gateway(redis_server: Service, namespace: str) -> AsyncIterator[Gateway]:
+    settings = replace(Settings(), redis_namespace=namespace, gateway_port=0, token_secret=SECRET)
+    client = aioredis.from_url(redis_server.url)
+    gw = Gateway(settings, DIRECTORY, client)
+    await gw.start()
+    yield gw
+    await gw.stop()
+    await client.aclose()
+
+
+DIRECTORY = load_directory(DEFAULT_DIRECTORY)
+
+
+def _season() -> str:
+    return datetime.now(UTC).astimezone(DIRECTORY.centres["C01"].timezone).strftime("%Y-%m")
+
+
+def _award(staff_id: str, points: int, n: int, role: str = "technician") -> Award:
+    return Award(
+        award_id=f"a{n}",
+        event_id=f"e{n}",
+        event_type="recognition.given",
+        rule_id="recognition.spot",
+        rule_version=1,
+        staff_id=staff_id,
+        role=role,
+        centre_id="C01",
+        region="west",
+        state="MH",
+        season=_season(),
+        points=points,
+        occurred_at=datetime.now(UTC).isoformat(),
+        inputs={"points": points},
+        multipliers=(),
+        why=f"Recognised by your manager: good work {n}",
+    )
+
+
+async def _open(gw: Gateway, kind: str | None = None, subject: str = "", **auth: Any) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{gw.port}/ws")
+    if kind is not None:
+        await ws.send(orjson.dumps({"type": "auth", "token": issue_token(SECRET, kind, subject), **auth}).decode())
+    return ws
+
+
+async def _recv(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), seconds(5)))
+    return message
+
+
+async def _closed_with(ws: ClientConnection) -> int | None:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), seconds(10))
+    return info.value.rcvd.code if info.value.rcvd else None
+
+
+async def test_kiosk_gets_snapshot_then_coalesced_sequenced_deltas(gateway: Gateway, namespace: str) -> None:
+    """A kiosk sees its centre's board, then at most a few deltas carrying the latest absolute scores."""
+    league = League(gateway.redis, namespace)
+    await league.apply([LedgerRecord(0, 0, _award("S0001", 10, 0))])
+    kiosk = await _open(gateway, "kiosk", "C01")
+    assert (await _recv(kiosk))["type"] == "welcome"
+    snapshot = await _recv(kiosk)
+    assert snapshot["type"] == "snapshot" and snapshot["seq"] == 1
+    assert [(e["staff_id"], e["points"], e["name"]) for e in snapshot["entries"]] == [("S0001", 10, "Ayaan Gupta")]
+    for n in range(1, 21):  # 20 changes in one burst
+        await league.apply([LedgerRecord(0, n, _award("S0002" if n % 2 else "S0001", 5, n))])
+    deltas = []
+    while not deltas or deltas[-1]["seq"] < 21:
+        message = await _recv(kiosk)
+        assert message["type"] == "delta"
+        deltas.append(message)
+    assert len(deltas) < 20  # coalesced to the push tick, not one per change
+    assert deltas[0]["prev_seq"] <= 1 and all(a["seq"] == b["prev_seq"] for a, b in zip(deltas, deltas[1:]))
+    final = {e["staff_id"]: e["points"] for d in deltas for e in d["entries"]}
+    assert final == {"S0001": 60, "S0002": 50}
+    await kiosk.close()
+
+
+async def test_technician_gets_own_awards_with_why_only(gateway: Gateway, namespace: str) -> None:
+    """A technician is sent their own awards (recent ones first) and never someone else's."""
+    league = League(gateway.redis, namespace)
+    await league.apply([LedgerRecord(0, 0, _award("S0001", 10, 0))])
+    me = await _open(gateway, "technician", "S0001")
+    assert (await _recv(me))["type"] == "welcome"
+    recent = await _recv(me)
+    assert recent["type"] == "recent" and [a["award_id"] for a in recent["awards"]] == ["a0"]
+    await league.apply([LedgerRecord(0, 1, _award("S0002", 7, 1)), LedgerRecord(0, 2, _award("S0001", 9, 2))])
+    award = await _recv(me)
+    assert award["type"] == "award" and award["award_id"] == "a2" and award["points"] == 9
+    assert award["why"] == "Recognised by your manager: good work 2"
+    await me.close()
+
+
+@pytest.mark.parametrize(
+    ("first_message", "code"),
+    [
+        ({"type": "auth", "token": "not-a-jwt"}, 4401),
+        ({"type": "auth", "token": issue_token("another-secret-0123456789-abcdefghij", "kiosk", "C01")}, 4401),
+        ({"type": "auth", "token": issue_token(SECRET, "kiosk", "C01", ttl_s=-10)}, 4401),
+        ({"type": "auth", "token": issue_token(SECRET, "kiosk", "C99")}, 4403),
+        ({"type": "auth", "token": issue_token(SECRET, "technician", "S9999")}, 4403),
+        ({"type": "hello"}, 4400),
+        ("not json", 4400),
+    ],
+    ids=["garbage-token", "wrong-secret", "expired", "unknown-centre", "unknown-staff", "not-auth", "not-json"],
+)
+async def test_bad_first_message_is_refused_with_its_close_code(
+    gateway: Gateway, first_message: Any, code: int
+) -> None:
+    """Each kind of bad authentication gets its own close code."""
+    ws = await _open(gateway)
+    await ws.send(first_message if isinstance(first_message, str) else orjson.dumps(first_message).decode())
+    assert await _closed_with(ws) == code
+
+
+async def test_silent_client_is_closed_after_the_auth_timeout(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that never authenticates is closed with 4408."""
+    monkeypatch.setattr(gateway_module, "AUTH_TIMEOUT_S", 0.3)
+    ws = await _open(gateway)
+    assert await _closed_with(ws) == 4408
+
+
+async def test_unknown_message_and_flood_are_refused(gateway: Gateway) -> None:
+    """After auth, an unknown message closes with 4400; a flood with 4429; other clients are unaffected."""
+    other = await _open(gateway, "kiosk", "C01")
+    assert (await _recv(other))["type"] == "welcome"
+    bad = await _open(gateway, "kiosk", "C01")
+    await bad.send('{"type": "subscribe-everything"}')
+    assert await _closed_with(bad) == 4400
+    flood = await _open(gateway, "kiosk", "C01")
+    for _ in range(50):
+        await flood.send('{"type": "pong"}')
+    assert await _closed_with(flood) == 4429
+    assert (await _recv(other))["type"] == "snapshot"
+    await other.send('{"type": "resync"}')
+    assert (await _recv(other))["type"] == "snapshot"
+    await other.close()
+
+
+async def test_oversize_message_is_refused(gateway: Gateway) -> None:
+    """A message above 4 KiB closes the connection with 1009."""
+    ws = await _open(gateway)
+    await ws.send("x" * 10_000)
+    assert await _closed_with(ws) == 1009
+
+
+async def test_foreign_origin_is_refused_and_pages_are_served(gateway: Gateway) -> None:
+    """A browser page from another origin cannot open the socket; the kiosk page and metrics are served."""
+    with pytest.raises(InvalidStatus) as info:
+        await connect(f"ws://127.0.0.1:{gateway.port}/ws", origin="http://evil.example")  # type: ignore[arg-type]
+    assert info.value.response.status_code == 403
+    base = f"http://127.0.0.1:{gateway.port}"
+    page = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/kiosk").read().decode())
+    assert "Pitstop League" in page and "/static/kiosk.js" in page
+    metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/metrics").read().decode())
+    assert "pitstop_ws_clients" in metrics
+    with pytest.raises(urllib.error.HTTPError):
+        await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/static/../gateway.py"))

@@ -1,0 +1,167 @@
+"""The worker's two steps (score, project) against a real Redis, with the broker replaced by a recorder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka.errors import KafkaTimeoutError
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import WorkerMetrics
+from agents.pipeline import SourceRecord
+from agents.rules import load_rule_pack
+from agents.scoring import Award
+from agents.worker import Scorer
+from config.directory import load_directory
+from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES, Settings
+from pitstop.services import Service
+from state.league import LedgerRecord
+from streams.examples import EXAMPLES
+
+
+class RecordingProducer:
+    """Stands in for the broker: records what was sent; can fail the first N sends."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.fail_first = fail_first
+
+    async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            future.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append((topic, key, value, headers))
+            future.set_result(None)
+        return future
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        return [s for s in self.sent if s[0] == topic]
+
+
+class FakeApp:
+    def __init__(self, producer: RecordingProducer) -> None:
+        self.producer = producer
+
+
+@pytest.fixture
+async def redis(redis_server: Service) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+def _scorer(redis: aioredis.Redis, namespace: str, producer: RecordingProducer) -> tuple[Scorer, CollectorRegistry]:
+    registry = CollectorRegistry()
+    settings = replace(Settings(), redis_namespace=namespace)
+    scorer = Scorer(
+        FakeApp(producer),  # type: ignore[arg-type]
+        settings,
+        pack=load_rule_pack(DEFAULT_RULES),
+        directory=load_directory(DEFAULT_DIRECTORY),
+        metrics=WorkerMetrics.create(registry),
+        redis=redis,
+    )
+    return scorer, registry
+
+
+def _record(event: dict[str, Any] | bytes, offset: int, topic: str = "") -> SourceRecord:
+    value = event if isinstance(event, bytes) else orjson.dumps(event)
+    if not topic:
+        topic = {"jobcard": "jobcards", "survey": "surveys", "recognition": "recognitions"}[
+            str(event["type"]).split(".")[0]  # type: ignore[index]
+        ]
+    return SourceRecord(topic, 0, offset, b"C01", value, int(datetime.now(UTC).timestamp() * 1000))
+
+
+def _recent(event_type: str, event_id: str) -> dict[str, Any]:
+    """An example event moved to a minute ago (so it is never in the future)."""
+    event = dict(EXAMPLES[event_type], event_id=event_id)
+    shift = datetime.now(UTC) - timedelta(minutes=1) - datetime.fromisoformat(event["occurred_at"])
+    for key in ("occurred_at", "opened_at", "promised_at"):
+        if key in event:
+            event[key] = (datetime.fromisoformat(event[key]) + shift).isoformat()
+    return event
+
+
+async def test_score_sends_awards_and_dead_letters_then_marks_seen(redis: aioredis.Redis, namespace: str) -> None:
+    """Awards go to the ledger with their source headers, a bad record to dead letters; then ids are marked."""
+    producer = RecordingProducer()
+    scorer, registry = _scorer(redis, namespace, producer)
+    good = _recent("jobcard.closed", "jc-1")
+    await scorer.score([_record(good, 0), _record(b"\x00garbage", 1, "jobcards")])
+    ledger = [Award.from_ledger(v) for _, _, v, _ in producer.on("points-ledger") if v is not None]
+    assert sorted((a.rule_id, a.staff_id) for a in ledger) == [
+        ("jobcard.first_time_fix", "S0001"),
+        ("jobcard.flawless", "S0001"),
+        ("jobcard.flawless", "S0009"),
+        ("jobcard.on_time", "S0001"),
+        ("jobcard.on_time", "S0009"),
+    ]
+    headers = dict(producer.on("points-ledger")[0][3])
+    assert headers["event.topic"] == b"jobcards" and headers["event.offset"] == b"0"
+    assert headers["rule.pack"] == b"pitstop-default:1"
+    (dead,) = producer.on("dead-letters")
+    assert dead[2] == b"\x00garbage" and dict(dead[3])["error.kind"] == b"not_json"
+    assert await redis.exists(f"{namespace}:seen:jc-1") == 1
+    assert registry.get_sample_value("pitstop_dead_letters_total", {"kind": "not_json"}) == 1
+    assert registry.get_sample_value("pitstop_points_total") == sum(a.points for a in ledger)
+
+
+async def test_redelivered_event_earns_nothing_more(redis: aioredis.Redis, namespace: str) -> None:
+    """An event id seen in an earlier batch, or twice in one batch, produces no new awards."""
+    producer = RecordingProducer()
+    scorer, registry = _scorer(redis, namespace, producer)
+    event = _recent("survey.csat", "sv-1")
+    await scorer.score([_record(event, 0), _record(event, 1)])
+    await scorer.score([_record(event, 2)])
+    assert len(producer.on("points-ledger")) == 2  # one CSAT award each for S0001 and S0009
+    assert registry.get_sample_value("pitstop_events_total", {"type": "surveys", "outcome": "duplicate"}) == 2
+
+
+async def test_broker_failure_is_retried_and_nothing_marked_before_it_succeeds(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """A failed ledger send is retried; the event is marked seen only once its awards are acked."""
+    producer = RecordingProducer(fail_first=1)
+    scorer, registry = _scorer(redis, namespace, producer)
+    event = _recent("recognition.given", "rc-1")
+    real_send = producer.send
+    marked_during_send: list[int] = []
+
+    async def spy(*args: Any) -> Any:
+        marked_during_send.append(int(await redis.exists(f"{namespace}:seen:rc-1")))
+        return await real_send(*args)
+
+    producer.send = spy  # type: ignore[method-assign]
+    await scorer.score([_record(event, 0)])
+    assert marked_during_send == [0, 0]  # failed attempt, then the successful retry
+    assert len(producer.on("points-ledger")) == 1
+    assert await redis.exists(f"{namespace}:seen:rc-1") == 1
+    assert registry.get_sample_value("pitstop_infra_retries_total", {"stage": "ledger"}) == 1
+
+
+async def test_project_applies_each_award_once(redis: aioredis.Redis, namespace: str) -> None:
+    """The same ledger records projected twice (a redelivery after a crash) change the boards once."""
+    producer = RecordingProducer()
+    scorer, _ = _scorer(redis, namespace, producer)
+    await scorer.score([_record(_recent("jobcard.closed", "jc-2"), 0)])
+    records = [
+        (LedgerRecord(0, offset, Award.from_ledger(value)), None)
+        for offset, (_, _, value, _) in enumerate(producer.on("points-ledger"))
+        if value is not None
+    ]
+    await scorer.project(records)
+    await scorer.project(records)
+    season = records[0][0].award.season
+    board = f"{namespace}:lg:{season}:centre:C01:all"
+    assert await redis.zrevrange(board, 0, -1, withscores=True) == [(b"S0001", 60.0), (b"S0009", 45.0)]
+    assert await redis.hget(f"{namespace}:ledger-offsets", "0") == b"4"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -103,7 +104,7 @@ async def test_kiosk_gets_snapshot_then_coalesced_sequenced_deltas(gateway: Gate
         assert message["type"] == "delta"
         deltas.append(message)
     assert len(deltas) < 20  # coalesced to the push tick, not one per change
-    assert deltas[0]["prev_seq"] <= 1 and all(a["seq"] == b["prev_seq"] for a, b in zip(deltas, deltas[1:]))
+    assert deltas[0]["prev_seq"] <= 1 and all(a["seq"] == b["prev_seq"] for a, b in itertools.pairwise(deltas))
     final = {e["staff_id"]: e["points"] for d in deltas for e in d["entries"]}
     assert final == {"S0001": 60, "S0002": 50}
     await kiosk.close()

@@ -218,7 +218,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     size, within = settings.batch_size, settings.batch_within_s
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         metrics.assigned_partitions.set(len(assigned))
         log.info("assigned %d partitions", len(assigned))

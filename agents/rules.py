@@ -169,6 +169,8 @@ def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
     if not all(c.holds(facts) for c in rule.when):
         return None
     base = facts.get(rule.points) if isinstance(rule.points, str) else rule.points
+    if isinstance(base, float) and base.is_integer():  # JSON Schema's "integer" accepts 25.0
+        base = int(base)
     if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
         return None
     total = Decimal(base)
@@ -181,7 +183,7 @@ def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
     if points <= 0:
         return None
     inputs = {name: facts.get(name) for name in rule.reads()}
-    why = rule.why.format_map(_Blank(inputs))
+    why = rule.why.format_map(_Blank({k: v for k, v in inputs.items() if v is not None}))
     if applied:
         why += " (" + ", ".join(f"{name} x{factor}" for name, factor in applied) + ")"
     return Outcome(rule, points, inputs, tuple(applied), why)

@@ -19,6 +19,7 @@ from config.directory import Directory
 from streams.events import UNKNOWN_REFERENCE, Event, InvalidEvent, redact
 
 LEDGER_SCHEMA = 1
+FREE_TEXT_FACTS = ("feedback", "reason")  # typed by people: may hold phone numbers, masked before use
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +107,9 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
     if not rules:
         return []
     facts = event_facts(event)
-    if "feedback" in facts:
-        facts["feedback"] = redact(str(facts["feedback"]))
+    for field in FREE_TEXT_FACTS:
+        if isinstance(facts.get(field), str):
+            facts[field] = redact(facts[field])
     season = event.occurred_at.astimezone(centre.timezone).strftime("%Y-%m")
     awards: list[Award] = []
     for rule in rules:

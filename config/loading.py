@@ -52,6 +52,8 @@ def load_yaml(path: Path) -> tuple[Any, dict[int, int]]:
     loader = yaml.SafeLoader("")
     try:
         value = _construct(loader, node, lines)
+    except ConfigError as exc:  # raised by _construct without the path
+        raise ConfigError(path, exc.line, exc.reason) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, None, f"not valid YAML: {exc}") from None
     finally:
@@ -76,12 +78,7 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, lines: dict[int, int]) 
 
 def yaml_items(path: Path, section: str, *, required: bool = True) -> Iterator[Located]:
     """The mappings listed under a top-level ``section`` key of a YAML file, each with its line."""
-    try:
-        document, lines = load_yaml(path)
-    except ConfigError as exc:
-        if exc.path == "":
-            raise ConfigError(path, exc.line, exc.reason) from None
-        raise
+    document, lines = load_yaml(path)
     if not isinstance(document, dict):
         raise ConfigError(path, 1, "expected a mapping at the top level")
     items = document.get(section)
@@ -100,7 +97,7 @@ def yaml_items(path: Path, section: str, *, required: bool = True) -> Iterator[L
 def csv_items(path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> Iterator[Located]:
     """Rows of a CSV file with a header line, each with its line number."""
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        handle = path.open(newline="", encoding="utf-8-sig")  # spreadsheets add a byte-order mark
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read: {exc}") from None
     with handle:

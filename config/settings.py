@@ -65,7 +65,8 @@ class Settings:
             try:
                 return parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"PITSTOP_{name}={raw!r}: {exc}") from None
+                shown = "<hidden>" if name in _SECRETS else repr(raw)
+                raise SettingsError(f"PITSTOP_{name}={shown}: {exc}") from None
 
         settings = cls(
             broker=get("BROKER", d.broker, _broker_url),
@@ -102,6 +103,7 @@ class Settings:
         return settings
 
 
+_SECRETS = frozenset({"TOKEN_SECRET"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -117,8 +119,11 @@ def _name_prefix(raw: str) -> str:
 
 def _broker_url(raw: str) -> str:
     for part in raw.split(";"):
-        if not re.match(r"^(kafka://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", part):
+        match = re.match(r"^(kafka://)?[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$", part)
+        if not match:
             raise ValueError("expected kafka://HOST:PORT (several separated by ';')")
+        if not 1 <= int(match.group(2)) <= 65535:
+            raise ValueError(f"port {match.group(2)} is not from 1 to 65535")
     return ";".join(p if p.startswith("kafka://") else f"kafka://{p}" for p in raw.split(";"))
 
 

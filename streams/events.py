@@ -34,7 +34,7 @@ WRONG_TOPIC = "wrong_topic"
 UNKNOWN_REFERENCE = "unknown_reference"
 
 # Seven or more digits in a row, optionally split by spaces, dots or dashes: phone-number-like text.
-PHONE_LIKE = re.compile(r"(?:\+?\d[\s.\-()]?){7,}")
+PHONE_LIKE = re.compile(r"\+?\d(?:[\s.\-()]?\d){6,}")
 # A customer reference that is a phone number with at most a word in front ("c9876543210", "tel-+91...").
 PHONE_REF = re.compile(r"^[A-Za-z_-]*\+?\d{7,15}$")
 
@@ -121,12 +121,13 @@ def decode_event(
     if topic_family is not None and event_type.split(".", 1)[0] != topic_family:
         expected = FAMILY_TOPICS.get(event_type.split(".", 1)[0], "?")
         raise InvalidEvent(WRONG_TOPIC, f"type {event_type} belongs on the '{expected}' topic")
+    _check_personal_data(payload)  # first: a phone number must be reported as such, whatever else is wrong
     try:
         validator(payload)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise InvalidEvent(_RULE_KINDS.get(exc.rule or "", INVALID_VALUE), _schema_message(exc)) from None
 
-    occurred_at = parse_time(payload["occurred_at"])
+    occurred_at = _time(payload, "occurred_at")
     if occurred_at - now > max_future_skew:
         raise InvalidEvent(
             FUTURE_EVENT_TIME,
@@ -134,7 +135,6 @@ def decode_event(
             "of clock skew is accepted",
         )
     _check_consistency(event_type, payload, occurred_at)
-    _check_personal_data(payload)
     people = tuple(Person(p["staff_id"], p["role"]) for p in payload["people"])
     if len({p.staff_id for p in people}) != len(people):
         raise InvalidEvent(INCONSISTENT, "people: a staff_id appears more than once")
@@ -147,6 +147,14 @@ def decode_event(
         customer_ref=payload.get("customer_ref"),
         data=payload,
     )
+
+
+def _time(payload: Mapping[str, Any], field: str) -> datetime:
+    """A time field that matched the RFC 3339 pattern but may still be impossible (Nov 31, 24:00, +25:00)."""
+    try:
+        return parse_time(payload[field])
+    except ValueError:
+        raise InvalidEvent(INVALID_VALUE, f"{field}: not a real date-time (check day, hour and offset)") from None
 
 
 def _schema_message(exc: Any) -> str:
@@ -177,8 +185,7 @@ def _names_in(message: str) -> str:
 
 def _check_consistency(event_type: str, payload: Mapping[str, Any], occurred_at: datetime) -> None:
     def at(field: str) -> datetime | None:
-        value = payload.get(field)
-        return parse_time(value) if isinstance(value, str) else None
+        return _time(payload, field) if isinstance(payload.get(field), str) else None
 
     opened_at = at("opened_at")
     if opened_at is not None and opened_at > occurred_at:

@@ -5,8 +5,11 @@ dead-letters -> mark event ids seen -> ack. ``project``: points-ledger -> one Lu
 batch in Redis -> ack. Source records are acked (so their offsets can be committed) only after their
 effects are durable; a broker or Redis failure is retried with backoff, never skipped.
 
-Both agents use ``noack_take``: Faust's ``take``/``take_events`` ack a batch in a ``finally`` clause,
-which would also run when the batch is abandoned (error or shutdown) and lose it.
+Both agents read ``stream.noack().noack_take(...)`` and ack by hand: Faust's ``take``/``take_events``
+ack a batch in a ``finally`` clause, which also runs when the batch is abandoned (error or shutdown)
+and would lose it. An unexpected exception crashes the worker (``CrashingSupervisor``) instead of
+Faust's default of restarting the agent, which skips the failed batch; the unacked batch is read
+again by the next worker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import faust
+import mode
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_interval=1.0,
         stream_wait_empty=False,  # on shutdown do not wait for buffers we will not ack anyway
+        agent_supervisor=mode.CrashingSupervisor,
     )
 
 
@@ -225,19 +230,21 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
 
     @app.agent(source_topic, name="score")
     async def score(stream: Any) -> None:
-        async for events in stream.noack_take(size, within=within):
+        manual = stream.noack()  # noack_take alone restores auto-acks on exit; the clone never auto-acks
+        async for events in manual.noack_take(size, within=within):
             await scorer.score([_source_record(e) for e in events])
-            for event in events:
-                await stream.ack(event)
+            for event in events:  # in offset order, only once the effects are durable
+                await manual.ack(event)
 
     @app.agent(ledger_topic, name="project")
     async def project(stream: Any) -> None:
-        async for events in stream.noack_take(size, within=within):
+        manual = stream.noack()
+        async for events in manual.noack_take(size, within=within):
             records = [r for r in map(_ledger_record, events) if r is not None]
             if records:
                 await scorer.project(records)
             for event in events:
-                await stream.ack(event)
+                await manual.ack(event)
 
     return app, scorer
 

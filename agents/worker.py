@@ -59,8 +59,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         web_enabled=False,
         autodiscover=False,
-        # The embedded broker completes a group join only once the session timeout's wait has passed
-        # for a new member, so a short session (with frequent heartbeats) keeps startup quick.
+        # The embedded broker (Tansu 0.6) answers a JoinGroup only after session_timeout/2 has passed, so
+        # Faust's default 60 s session meant a 30 s first join. 10 s (5 s join) with 1 s heartbeats is
+        # valid on Apache Kafka too (its minimum is 6 s); see docs/embedded-broker.md.
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_interval=1.0,

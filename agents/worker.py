@@ -260,7 +260,7 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.gateway_host, registry=registry)
-        log.info("worker metrics on http://%s:%d/metrics", settings.gateway_host, settings.worker_metrics_port)
+        start_http_server(settings.worker_metrics_port, addr=settings.bind_host, registry=registry)
+        log.info("worker metrics on http://%s:%d/metrics", settings.bind_host, settings.worker_metrics_port)
     worker = faust.Worker(app, loglevel="INFO", quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -39,7 +39,7 @@ class Settings:
     dedup_ttl_s: int = 8 * 24 * 3600
     batch_size: int = 2000
     batch_within_s: float = 0.05
-    gateway_host: str = "127.0.0.1"
+    bind_host: str = "127.0.0.1"  # where the gateway and the worker's /metrics listen
     gateway_port: int = 8765
     worker_metrics_port: int = 0
     token_secret: str = "pitstop-dev-secret-change-me-0123456789"
@@ -73,7 +73,7 @@ class Settings:
             redis_url=get("REDIS_URL", d.redis_url, _redis_url),
             directory_path=get("DIRECTORY", d.directory_path, _existing_path),
             rules_path=get("RULES", d.rules_path, _existing_path),
-            topic_prefix=get("TOPIC_PREFIX", d.topic_prefix, _name_prefix),
+            topic_prefix=get("TOPIC_PREFIX", d.topic_prefix, _name),
             redis_namespace=get("REDIS_NAMESPACE", d.redis_namespace, _name),
             topic_partitions=get("TOPIC_PARTITIONS", d.topic_partitions, _int_between(1, 1024)),
             app_id=get("APP_ID", d.app_id, _name),
@@ -82,7 +82,7 @@ class Settings:
             dedup_ttl_s=get("DEDUP_TTL_S", d.dedup_ttl_s, _int_between(60, 400 * 86400)),
             batch_size=get("BATCH_SIZE", d.batch_size, _int_between(1, 100_000)),
             batch_within_s=get("BATCH_WITHIN_S", d.batch_within_s, _float_between(0.001, 10)),
-            gateway_host=get("GATEWAY_HOST", d.gateway_host, _host),
+            bind_host=get("BIND_HOST", d.bind_host, _host),
             gateway_port=get("GATEWAY_PORT", d.gateway_port, _int_between(0, 65535)),
             worker_metrics_port=get("WORKER_METRICS_PORT", d.worker_metrics_port, _int_between(0, 65535)),
             token_secret=get("TOKEN_SECRET", d.token_secret, _secret),
@@ -111,10 +111,6 @@ def _name(raw: str) -> str:
     if not _NAME.match(raw):
         raise ValueError("expected 1-63 characters of letters, digits, '.', '_' or '-'")
     return raw
-
-
-def _name_prefix(raw: str) -> str:
-    return _name(raw)
 
 
 def _broker_url(raw: str) -> str:

@@ -133,7 +133,7 @@ class Gateway:
         """Start serving; returns the bound port (useful with port 0)."""
         self.server = await serve(
             self._handle,
-            self.settings.gateway_host,
+            self.settings.bind_host,
             self.settings.gateway_port,
             process_request=self._process_request,
             max_size=MAX_MESSAGE_BYTES,
@@ -470,7 +470,7 @@ async def run_gateway(settings: Settings) -> None:
     redis = aioredis.from_url(settings.redis_url)
     gateway = Gateway(settings, directory, redis)
     port = await gateway.start()
-    log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.gateway_host, port)
+    log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.bind_host, port)
     print(f"GATEWAY_PORT={port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

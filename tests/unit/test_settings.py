@@ -24,7 +24,7 @@ def test_defaults() -> None:
     assert (settings.redis_url, settings.redis_namespace) == ("redis://127.0.0.1:6379/0", "pitstop")
     assert (settings.directory_path, settings.rules_path) == (DEFAULT_DIRECTORY, DEFAULT_RULES)
     assert (settings.max_event_bytes, settings.max_future_skew_s, settings.dedup_ttl_s) == (65536, 900.0, 691200)
-    assert (settings.gateway_host, settings.gateway_port, settings.push_hz) == ("127.0.0.1", 8765, 10.0)
+    assert (settings.bind_host, settings.gateway_port, settings.push_hz) == ("127.0.0.1", 8765, 10.0)
     assert (settings.broker_session_timeout_s, settings.broker_heartbeat_interval_s) == (10.0, 1.0)
     assert settings.topic_prefix == ""
 
@@ -68,7 +68,7 @@ def test_valid_values_are_parsed(tmp_path: Path) -> None:
         ("DIRECTORY", "/nonexistent/pitstop/directory.yaml", "no such file or directory"),
         ("RULES", "/nonexistent/pitstop/rules.yaml", "no such file or directory"),
         ("TOPIC_PREFIX", "bad prefix", "expected 1-63 characters of letters, digits, '.', '_' or '-'"),
-        ("GATEWAY_HOST", "a b", "expected a host name or IP address"),
+        ("BIND_HOST", "a b", "expected a host name or IP address"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str, expected: str) -> None:

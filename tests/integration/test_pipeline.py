@@ -61,6 +61,20 @@ def _csat(event_id: str, at: datetime, rating: Any) -> dict[str, Any]:
     }
 
 
+def _recognition(at: datetime, centre: str, staff: str, *, awarded_by: str, points: int) -> dict[str, Any]:
+    return {
+        "event_id": f"rec-{uuid.uuid4().hex[:8]}",
+        "type": "recognition.given",
+        "occurred_at": at.isoformat(),
+        "centre_id": centre,
+        "people": [{"staff_id": staff, "role": "technician"}],
+        "recognition_id": f"RC-{uuid.uuid4().hex[:6]}",
+        "awarded_by": awarded_by,
+        "points": points,
+        "reason": "Stayed late to finish an urgent job",
+    }
+
+
 async def _login(stack: Stack, kind: str, subject: str) -> ClientConnection:
     ws = await connect(stack.ws_url())
     await ws.send(orjson.dumps({"type": "auth", "token": stack.token(kind, subject)}).decode())
@@ -170,17 +184,7 @@ async def _at_least(records: Any, n: int) -> Any:
 async def test_same_event_twice_gives_one_award_and_one_increment(stack: Stack) -> None:
     """A redelivered event (same batch and a later batch) earns nothing more."""
     at = _now() - timedelta(minutes=2)
-    event = {
-        "event_id": f"rec-{uuid.uuid4().hex[:8]}",
-        "type": "recognition.given",
-        "occurred_at": at.isoformat(),
-        "centre_id": "C02",
-        "people": [{"staff_id": "S0016", "role": "technician"}],
-        "recognition_id": "RC-1",
-        "awarded_by": "S0030",
-        "points": 40,
-        "reason": "Helped a colleague finish on time",
-    }
+    event = _recognition(at, "C02", "S0016", awarded_by="S0030", points=40)
     await stack.produce(event, event)
     board = stack.key(f"lg:{_season(at)}:centre:C02:all")
     await stack.wait_for("the award", lambda: stack.redis.zscore(board, "S0016") == 40)
@@ -207,17 +211,7 @@ def _scraped(stack: Stack, series: str) -> float:
 async def test_rebuild_after_flushall_restores_every_board(stack: Stack) -> None:
     """FLUSHALL, then `pitstop rebuild` restores every board from the ledger, exactly."""
     at = _now() - timedelta(minutes=3)
-    event = {
-        "event_id": f"rec-{uuid.uuid4().hex[:8]}",
-        "type": "recognition.given",
-        "occurred_at": at.isoformat(),
-        "centre_id": "C03",
-        "people": [{"staff_id": "S0031", "role": "technician"}],
-        "recognition_id": "RC-2",
-        "awarded_by": "S0045",
-        "points": 20,
-        "reason": "Spotted a brake defect early",
-    }
+    event = _recognition(at, "C03", "S0031", awarded_by="S0045", points=20)
     await stack.produce(event)
     r = stack.redis
     await stack.wait_for("the award", lambda: r.zscore(stack.key(f"lg:{_season(at)}:centre:C03:all"), "S0031"))

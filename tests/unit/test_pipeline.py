@@ -11,25 +11,14 @@ import pytest
 
 import agents.pipeline
 from agents.pipeline import BatchResult, DeadLetter, SourceRecord, score_batch
-from agents.rules import RulePack, load_rule_pack
+from agents.rules import RulePack
 from agents.scoring import score_event
-from config.directory import Directory, load_directory
-from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
+from config.directory import Directory
 from streams.contract import FAMILY_TOPICS
 from streams.examples import EXAMPLES
 from streams.topics import Topics
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pack() -> RulePack:
-    return load_rule_pack(DEFAULT_RULES)
-
-
-@pytest.fixture(scope="module")
-def directory() -> Directory:
-    return load_directory(DEFAULT_DIRECTORY)
 
 
 def record(

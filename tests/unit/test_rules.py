@@ -13,17 +13,11 @@ import pytest
 
 from agents.rules import Condition, Multiplier, Rule, RulePack, evaluate, event_facts, load_rule_pack
 from config.loading import ConfigError
-from config.settings import DEFAULT_RULES
 from streams.contract import EVENT_TYPES, ROLES
 from streams.events import decode_event
 from streams.examples import EXAMPLES
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pack() -> RulePack:
-    return load_rule_pack(DEFAULT_RULES)
 
 
 def rule_of(pack: RulePack, rule_id: str) -> Rule:

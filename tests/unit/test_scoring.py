@@ -12,22 +12,11 @@ import pytest
 
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award, award_id, score_event
-from config.directory import Directory, load_directory
-from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
+from config.directory import Directory
 from streams.events import Event, InvalidEvent, decode_event
 from streams.examples import EXAMPLES
 
 NOW = datetime(2026, 12, 31, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pack() -> RulePack:
-    return load_rule_pack(DEFAULT_RULES)
-
-
-@pytest.fixture(scope="module")
-def directory() -> Directory:
-    return load_directory(DEFAULT_DIRECTORY)
 
 
 def event(event_type: str, **changes: Any) -> Event:

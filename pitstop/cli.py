@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run broker, Redis, worker, gateway and a simulator; print the kiosk URL")
-    demo.add_argument("--rate", type=_positive, default=5.0, help="simulated events per second (default 5)")
+    demo.add_argument("--rate", type=_positive, default=20.0, help="simulated events per second (default 20)")
     demo.add_argument("--port", type=_port, default=8765, help="gateway port (default 8765; a free one if taken)")
     demo.add_argument("--centre", help="centre whose kiosk URL is printed (default: the first)")
     demo.add_argument("--seed", type=_count, default=7, help="simulator seed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -128,15 +129,21 @@ def wait_for_kafka(bootstrap: str, *, timeout: float = 60.0, process: subprocess
 
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServiceError(f"broker exited with code {process.returncode}")
-        try:
-            asyncio.run(probe())
-            return
-        except Exception as exc:  # connection refused, metadata timeouts... keep polling
-            last = exc
-            time.sleep(0.1)
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # "Unable connect" while the broker boots is expected, not an error
+    try:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise ServiceError(f"broker exited with code {process.returncode}")
+            try:
+                asyncio.run(probe())
+                return
+            except Exception as exc:  # connection refused, metadata timeouts... keep polling
+                last = exc
+                time.sleep(0.1)
+    finally:
+        client_log.setLevel(level)
     raise ServiceError(f"broker at {bootstrap} not ready after {timeout:.0f}s: {last!r}")
 
 

@@ -29,7 +29,7 @@ class WorkerMetrics:
         return cls(
             events=Counter(
                 "pitstop_events_total",
-                "Source events read, by type and outcome (scored, duplicate, dead_letter)",
+                "Source events read, by event type ('invalid' if not a valid event) and outcome",
                 ["type", "outcome"],
                 registry=registry,
             ),

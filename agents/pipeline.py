@@ -39,6 +39,7 @@ class DeadLetter:
     record: SourceRecord
     kind: str
     message: str
+    event_type: str | None = None  # known when the event was valid but could not be scored
 
     def headers(self) -> list[tuple[str, bytes]]:
         r = self.record
@@ -63,7 +64,7 @@ class ScoredEvent:
 class BatchResult:
     scored: list[ScoredEvent] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    duplicates: list[SourceRecord] = field(default_factory=list)
+    duplicates: list[ScoredEvent] = field(default_factory=list)  # repeats of an event id: no awards
 
     @property
     def awards(self) -> Iterable[tuple[SourceRecord, Award]]:
@@ -116,16 +117,16 @@ def score_decoded(
     seen_here: set[str] = set()
     for record, event in decoded:
         if event.event_id in already_seen or event.event_id in seen_here:
-            result.duplicates.append(record)
+            result.duplicates.append(ScoredEvent(record, event, ()))
             continue
         try:
             awards = score_event(event, pack, directory)
         except InvalidEvent as exc:
-            result.dead.append(DeadLetter(record, exc.kind, exc.message))
+            result.dead.append(DeadLetter(record, exc.kind, exc.message, event.type))
             continue
         except Exception as exc:  # a rule bug must not stop the stream: park the event, say what broke
             log.exception("scoring failed for event at %s[%d]@%d", record.topic, record.partition, record.offset)
-            result.dead.append(DeadLetter(record, INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}"))
+            result.dead.append(DeadLetter(record, INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}", event.type))
             continue
         seen_here.add(event.event_id)
         result.scored.append(ScoredEvent(record, event, tuple(awards)))

@@ -121,10 +121,11 @@ class Scorer:
             for award in item.awards:
                 self.metrics.awards.labels(award.rule_id).inc()
                 self.metrics.points.inc(award.points)
-        for record in result.duplicates:
-            self.metrics.events.labels(_type_label(record), "duplicate").inc()
+        for repeat in result.duplicates:
+            self.metrics.events.labels(repeat.event.type, "duplicate").inc()
         for letter in result.dead:
-            self.metrics.events.labels(_type_label(letter.record), "dead_letter").inc()
+            # a record that is not a valid event has no trustworthy type: count it as "invalid"
+            self.metrics.events.labels(letter.event_type or "invalid", "dead_letter").inc()
             self.metrics.dead_letters.labels(letter.kind).inc()
             log.warning(
                 "dead letter %s[%d]@%d: %s: %s",
@@ -187,11 +188,6 @@ class Scorer:
                 log.warning("%s failed (%r); retrying in %.1fs", stage, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
-
-
-def _type_label(record: SourceRecord) -> str:
-    """A bounded label for metrics: the family of the topic (the type may be garbage)."""
-    return record.topic.rsplit(".", 1)[-1]
 
 
 def _source_record(event: Any) -> SourceRecord:

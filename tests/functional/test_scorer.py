@@ -113,6 +113,8 @@ async def test_score_sends_awards_and_dead_letters_then_marks_seen(redis: aiored
     assert dead[2] == b"\x00garbage" and dict(dead[3])["error.kind"] == b"not_json"
     assert await redis.exists(f"{namespace}:seen:jc-1") == 1
     assert registry.get_sample_value("pitstop_dead_letters_total", {"kind": "not_json"}) == 1
+    assert registry.get_sample_value("pitstop_events_total", {"type": "invalid", "outcome": "dead_letter"}) == 1
+    assert registry.get_sample_value("pitstop_events_total", {"type": "jobcard.closed", "outcome": "scored"}) == 1
     assert registry.get_sample_value("pitstop_points_total") == sum(a.points for a in ledger)
 
 
@@ -124,7 +126,7 @@ async def test_redelivered_event_earns_nothing_more(redis: aioredis.Redis, names
     await scorer.score([_record(event, 0), _record(event, 1)])
     await scorer.score([_record(event, 2)])
     assert len(producer.on("points-ledger")) == 2  # one CSAT award each for S0001 and S0009
-    assert registry.get_sample_value("pitstop_events_total", {"type": "surveys", "outcome": "duplicate"}) == 2
+    assert registry.get_sample_value("pitstop_events_total", {"type": "survey.csat", "outcome": "duplicate"}) == 2
 
 
 async def test_broker_failure_is_retried_and_nothing_marked_before_it_succeeds(

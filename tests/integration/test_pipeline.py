@@ -191,7 +191,7 @@ async def test_same_event_twice_gives_one_award_and_one_increment(stack: Stack) 
     await stack.produce(event)
     await stack.wait_for(
         "the third copy to be read",
-        lambda: _scraped(stack, 'pitstop_events_total{outcome="duplicate",type="recognitions"}') >= 2,
+        lambda: _scraped(stack, 'pitstop_events_total{outcome="duplicate",type="recognition.given"}') >= 2,
     )
     ledger = [a for a in await stack.ledger() if a["event_id"] == event["event_id"]]
     assert len(ledger) == 1 and ledger[0]["points"] == 40

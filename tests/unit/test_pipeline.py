@@ -55,8 +55,8 @@ def test_mixed_batch_sorts_every_record_once(pack: RulePack, directory: Director
         (5, "wrong_topic"),
         (6, "unknown_reference"),
     ]
-    assert [r.offset for r in result.duplicates] == [1, 2]
-    placed = [s.record for s in result.scored] + [d.record for d in result.dead] + result.duplicates
+    assert [d.record.offset for d in result.duplicates] == [1, 2]
+    placed = [s.record for s in result.scored + result.duplicates] + [d.record for d in result.dead]
     assert sorted(r.offset for r in placed) == list(range(len(records)))
     assert [(r.offset, a.rule_id, a.staff_id) for r, a in result.awards][-1] == (7, "upsell.extended_warranty", "S0009")
     assert sum(1 for _ in result.awards) == 6

@@ -174,10 +174,14 @@ class League:
         return sorted(names)
 
     async def clear(self) -> int:
-        """Delete every projection key of the namespace (boards, versions, applied ids, offsets)."""
+        """Delete the league's projection keys (boards, versions, applied ids, offsets, recent awards).
+
+        Other keys of the namespace (the scorer's seen-event marks) are left alone.
+        """
         deleted = 0
-        async for key in self.redis.scan_iter(match=f"{self.ns}:*", count=1000):
-            deleted += int(await self.redis.unlink(key))
+        for pattern in ("lg:*", "versions", "applied:*", "ledger-offsets", "recent:*"):
+            async for key in self.redis.scan_iter(match=f"{self.ns}:{pattern}", count=1000):
+                deleted += int(await self.redis.unlink(key))
         return deleted
 
 

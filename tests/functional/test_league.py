@@ -1,0 +1,99 @@
+"""The league's Lua projection against a real Redis: at most once, offsets, rebuild mode, clearing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from agents.scoring import Award
+from pitstop.services import Service
+from state.league import League, LedgerRecord, boards_for
+from tests.conftest import seconds
+
+
+def _award(n: int, staff_id: str = "S0001", points: int = 10, role: str = "technician") -> Award:
+    return Award(
+        award_id=f"award-{n}",
+        event_id=f"e{n}",
+        event_type="survey.csat",
+        rule_id="survey.csat_five_star",
+        rule_version=1,
+        staff_id=staff_id,
+        role=role,
+        centre_id="C01",
+        region="west",
+        state="MH",
+        season="2026-11",
+        points=points,
+        occurred_at="2026-11-23T10:00:00+05:30",
+        inputs={"rating": 5},
+        multipliers=(),
+        why="Five-star rating",
+    )
+
+
+@pytest.fixture
+async def league(redis_server: Service, namespace: str) -> AsyncIterator[League]:
+    client = aioredis.from_url(redis_server.url)
+    yield League(client, namespace)
+    await client.aclose()
+
+
+async def _scores(league: League, board: str) -> list[tuple[bytes, float]]:
+    result: list[tuple[bytes, float]] = await league.redis.zrange(f"{league.ns}:{board}", 0, -1, withscores=True)
+    return result
+
+
+async def test_an_award_counts_on_eight_boards_once(league: League) -> None:
+    """One award adds its points to 4 scopes x (all, role), and a repeat (other offset) adds nothing."""
+    award = _award(1)
+    first = await league.apply([LedgerRecord(0, 0, award)])
+    again = await league.apply([LedgerRecord(0, 5, award)])  # the same award id written twice to the ledger
+    assert (first.applied, again.applied, again.skipped) == (1, 0, 1)
+    assert len(boards_for(award)) == 8
+    for board in boards_for(award):
+        assert await _scores(league, board) == [(b"S0001", 10.0)]
+    assert await league.ledger_offsets() == {0: 5}
+
+
+async def test_records_at_or_below_the_applied_offset_are_skipped_live_but_not_in_rebuild(league: League) -> None:
+    """Live mode trusts the recorded offset; rebuild mode relies on award ids alone."""
+    await league.apply([LedgerRecord(0, 10, _award(1))])
+    live = await league.apply([LedgerRecord(0, 3, _award(2))])  # below offset 10: taken as already applied
+    rebuilt = await league.apply([LedgerRecord(0, 3, _award(2))], rebuild=True)
+    assert (live.applied, rebuilt.applied) == (0, 1)
+    assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0001", 20.0)]
+
+
+async def test_each_change_is_published_with_the_next_board_version(league: League) -> None:
+    """Every applying batch bumps a changed board's version once and publishes its absolute scores."""
+    pubsub = league.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(f"{league.ns}:board-changes", f"{league.ns}:awards")
+    await league.apply([LedgerRecord(0, 0, _award(1)), LedgerRecord(0, 1, _award(2, "S0002", 7))])
+    messages = []
+    deadline = asyncio.get_running_loop().time() + seconds(5)
+    while len(messages) < 10:  # 2 awards + 8 boards
+        assert asyncio.get_running_loop().time() < deadline, messages
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            messages.append((message["channel"].decode().rsplit(":", 1)[-1], orjson.loads(message["data"])))
+    changes = {m["board"]: m for channel, m in messages if channel == "board-changes"}
+    assert changes["lg:2026-11:centre:C01:all"] == {
+        "board": "lg:2026-11:centre:C01:all",
+        "ver": 1,
+        "scores": {"S0001": 10, "S0002": 7},
+    }
+    assert sorted(m["award_id"] for channel, m in messages if channel == "awards") == ["award-1", "award-2"]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_clear_removes_the_projection_and_keeps_seen_marks(league: League) -> None:
+    """clear() deletes boards, versions, applied ids, offsets and recent awards, nothing else."""
+    await league.apply([LedgerRecord(0, 0, _award(1))])
+    await league.redis.set(f"{league.ns}:seen:e1", b"1")
+    assert await league.clear() == 8 + 4  # boards + versions, applied, offsets, recent
+    assert await league.redis.keys(f"{league.ns}:*") == [f"{league.ns}:seen:e1".encode()]

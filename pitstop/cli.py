@@ -73,6 +73,13 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
 
+    chaos = sub.add_parser("chaos", help="kill the worker mid-stream and check the result against an oracle")
+    chaos.add_argument("--quick", action="store_true", help="a short run for CI (~5k events, 3 kills)")
+    chaos.add_argument("--json", action="store_true", help="print one JSON object")
+    chaos.add_argument("--seed", type=_count, default=1)
+    chaos.add_argument("--events", type=_count, help="events to produce (default 5000 quick, 50000 full)")
+    chaos.add_argument("--kills", type=_count, help="SIGKILLs of the worker (default 3 quick, 20 full)")
+
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
     return p
@@ -81,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its INFO lines are per-connection chatter
     try:
         return _run(args)
     except (SettingsError, ConfigError) as exc:
@@ -99,6 +107,10 @@ def _run(args: argparse.Namespace) -> int:
         from pitstop.demo import run_demo
 
         return run_demo(rate=args.rate, port=args.port, duration=args.duration, centre=args.centre, seed=args.seed)
+    if args.command == "chaos":
+        from pitstop.chaos import main as chaos_main
+
+        return chaos_main(quick=args.quick, as_json=args.json, seed=args.seed, events=args.events, kills=args.kills)
     if args.command == "schemas":
         return _schemas(write=args.write)
 

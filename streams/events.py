@@ -35,8 +35,9 @@ UNKNOWN_REFERENCE = "unknown_reference"
 
 # Seven or more digits in a row, optionally split by spaces, dots or dashes: phone-number-like text.
 PHONE_LIKE = re.compile(r"\+?\d(?:[\s.\-()]?\d){6,}")
-# A customer reference that is a phone number with at most a word in front ("c9876543210", "tel-+91...").
-PHONE_REF = re.compile(r"^[A-Za-z_-]*\+?\d{7,15}$")
+# A customer reference that is a phone number behind at most a short tag ("c9876543210", "tel+91...",
+# "cust_9876543210"). A token that merely ends in digits ("cust_fjoykb3546446") is not one.
+PHONE_REF = re.compile(r"^(?:[A-Za-z]{1,4}[_-]?)?\+?\d{7,15}$")
 
 
 class InvalidEvent(ValueError):

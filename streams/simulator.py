@@ -7,6 +7,7 @@ times follow the clock). Some staff are stronger performers than others, so the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import uuid
 from collections.abc import Iterator
@@ -41,7 +42,8 @@ class Simulator:
         return self.rng.choice(people) if people else None
 
     def _customer(self) -> str:
-        return f"cust_{self.rng.getrandbits(48):012x}"
+        # base32 (a-z, 2-7): a pseudonymous reference that never looks like a phone number
+        return "cust_" + base64.b32encode(self.rng.getrandbits(64).to_bytes(8, "big")).decode().rstrip("=").lower()
 
     def event(self, now: datetime) -> dict[str, object]:
         """One event, of a kind drawn with realistic weights, happening at ``now``."""

@@ -307,7 +307,7 @@ def test_bare_phone_number_customer_ref_is_personal_data(ref: str) -> None:
     assert refused(payload("survey.csat", customer_ref=ref)).kind == "personal_data"
 
 
-@pytest.mark.parametrize("ref", ["cust_5e1c9a2b7d", "cust_123456a", "crm-0042-ab"])
+@pytest.mark.parametrize("ref", ["cust_5e1c9a2b7d", "cust_123456a", "crm-0042-ab", "cust_fjoykb3546446"])
 def test_hash_like_customer_ref_with_digits_is_accepted(ref: str) -> None:
     """A pseudonymous reference that contains digits but is not a phone number decodes."""
     event = decode_event(orjson.dumps(payload("survey.csat", customer_ref=ref)), now=NOW)

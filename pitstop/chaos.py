@@ -1,0 +1,365 @@
+"""``pitstop chaos``: kill the worker mid-stream and check the output against an independent oracle.
+
+Scenario G1 (``--quick`` for CI): a seeded stream of simulated events with repeats of earlier events
+and malformed records is produced while the worker is SIGKILLed at random moments and restarted.
+Then the checker reads the ledger from offset 0 and the Redis boards and reports:
+
+- ``lost``: award ids the oracle expects that are not on the ledger;
+- ``duplicated``: award ids whose points were applied to the league more than once, plus award ids on
+  the ledger that the oracle does not expect at all (so a double count cannot hide);
+- ``sum_mismatch``: people whose total on the nation board differs from the oracle's;
+- ``redis_mismatch``: board entries that differ from the fold of the ledger (deduplicated by award id);
+- ``dlq_mismatch``: |distinct dead-lettered source records - malformed records injected|.
+
+``ledger_duplicate_records`` counts extra copies of an award on the ledger: at-least-once delivery
+writes them after a crash between the ledger write and the offset commit; they carry the same award id
+and are applied once, so they are reported but are not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from config.directory import load_directory
+from config.settings import Settings
+from pitstop.oracle import Oracle, points_by_person
+from pitstop.services import Service, free_port, start_redis, start_tansu
+from streams.simulator import Simulator, topic_for
+from streams.topics import Topics, ensure_topics, read_topic
+
+MALFORMED: list[tuple[str, Any]] = [
+    ("not_json", lambda e: b"{not json"),
+    ("invalid_value", lambda e: {**e, "type": "survey.csat", "rating": 7}),
+    ("unknown_type", lambda e: {**e, "type": "jobcard.teleported"}),
+    ("missing_field", lambda e: {k: v for k, v in e.items() if k != "people"}),
+    ("future_event_time", lambda e: {**e, "occurred_at": (datetime.now(UTC) + timedelta(days=3)).isoformat()}),
+    ("personal_data", lambda e: {**e, "customer_ref": "9876543210"}),
+]
+
+
+@dataclass
+class Plan:
+    records: list[tuple[str, bytes, bytes]]  # (topic, key, value) in production order
+    valid_events: list[dict[str, Any]]  # every valid event produced, repeats included
+    malformed: int
+    repeats: int
+
+
+def make_plan(
+    seed: int, events: int, directory_path: Path, topics: Topics, *, dup_rate: float, bad_rate: float
+) -> Plan:
+    rng = random.Random(seed)
+    sim = Simulator(load_directory(directory_path), seed)
+    start = datetime.now(UTC) - timedelta(hours=2)
+    records: list[tuple[str, bytes, bytes]] = []
+    valid: list[dict[str, Any]] = []
+    malformed = repeats = 0
+    for i in range(events):
+        roll = rng.random()
+        if valid and roll < dup_rate:
+            event = rng.choice(valid)  # the same event again, byte for byte
+            repeats += 1
+            valid.append(event)
+            records.append((topic_for(topics, event), str(event["centre_id"]).encode(), orjson.dumps(event)))
+            continue
+        event = dict(sim.event(start + timedelta(seconds=i * 7200 / events)))
+        if roll < dup_rate + bad_rate:
+            _, corrupt = MALFORMED[malformed % len(MALFORMED)]
+            bad = corrupt(event)
+            value = bad if isinstance(bad, bytes) else orjson.dumps(bad)
+            malformed += 1
+            records.append((topic_for(topics, event), b"bad", value))
+            continue
+        valid.append(event)
+        records.append((topic_for(topics, event), str(event["centre_id"]).encode(), orjson.dumps(event)))
+    return Plan(records, valid, malformed, repeats)
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    kills: int = 0
+    starts: int = 0
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pitstop", "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.kills += 1
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Report:
+    scenario: str
+    events: int
+    malformed_injected: int
+    repeats_injected: int
+    kills: int
+    expected_awards: int
+    ledger_records: int
+    ledger_duplicate_records: int
+    lost: int
+    duplicated: int
+    sum_mismatch: int
+    redis_mismatch: int
+    dlq_mismatch: int
+    dead_letters: int
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.sum_mismatch or self.redis_mismatch or self.dlq_mismatch)
+
+
+async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i, (topic, key, value) in enumerate(records):
+            await producer.send(topic, value, key=key)
+            delay = started + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: random.Random) -> None:
+    moments = sorted(rng.uniform(2.0, window_s) for _ in range(kills))
+    started = time.monotonic()
+    for moment in moments:
+        await asyncio.sleep(max(0.0, moment - (time.monotonic() - started)))
+        worker.kill()
+        worker.start()
+
+
+def run_g1(
+    *,
+    quick: bool,
+    seed: int,
+    events: int | None,
+    kills: int | None,
+    workdir: Path,
+    broker_url: str | None,
+    redis_url: str | None,
+) -> Report:
+    """G1: SIGKILL the worker repeatedly while events with repeats and malformed records flow."""
+    events = events or (5000 if quick else 50_000)
+    kills = kills if kills is not None else (3 if quick else 20)
+    t0 = time.monotonic()
+    services: list[Service] = []
+    run = uuid.uuid4().hex[:8]
+    settings = Settings.from_env()
+    if broker_url is None:
+        broker = start_tansu(log_dir=workdir)
+        services.append(broker)
+        broker_url = broker.url
+    if redis_url is None:
+        redis_service = start_redis(appendonly=True, log_dir=workdir)
+        services.append(redis_service)
+        redis_url = redis_service.url
+    topics = Topics(f"chaos{run}.")
+    env = {
+        **os.environ,
+        "PITSTOP_BROKER": broker_url,
+        "PITSTOP_REDIS_URL": redis_url,
+        "PITSTOP_TOPIC_PREFIX": f"chaos{run}",
+        "PITSTOP_REDIS_NAMESPACE": f"chaos{run}",
+        "PITSTOP_APP_ID": f"pitstop-chaos{run}",
+        "PITSTOP_WORKER_METRICS_PORT": str(free_port()),
+        # A killed member holds the group until its session expires; 6 s (Apache Kafka's minimum)
+        # keeps each restart short.
+        "PITSTOP_BROKER_SESSION_TIMEOUT_S": "6",
+        "PITSTOP_BROKER_HEARTBEAT_INTERVAL_S": "1",
+    }
+    bootstrap = broker_url.removeprefix("kafka://")
+    namespace = f"chaos{run}"
+    plan = make_plan(seed, events, settings.directory_path, topics, dup_rate=0.05, bad_rate=0.02)
+    worker = WorkerProcess(env, workdir / "worker.log")
+    try:
+        run_settings = Settings.from_env({**env})
+        asyncio.run(ensure_topics(run_settings))
+        worker.start()
+        produce_window = 20.0 if quick else 120.0
+        rate = len(plan.records) / produce_window
+
+        async def drive() -> None:
+            await asyncio.gather(
+                _produce(bootstrap, plan.records, rate),
+                _kill_loop(worker, kills, produce_window, random.Random(seed + 1)),
+            )
+
+        asyncio.run(drive())
+        oracle = Oracle(settings.rules_path, settings.directory_path)
+        expected = oracle.fold(plan.valid_events)
+        client = redis.Redis.from_url(redis_url)
+        _wait_until_settled(client, namespace, len(expected), worker, timeout=300)
+        return _check(bootstrap, topics, client, namespace, plan, expected, kills=worker.kills, started=t0, quick=quick)
+    finally:
+        worker.stop()
+        for service in reversed(services):
+            service.stop()
+
+
+def _wait_until_settled(
+    client: redis.Redis, namespace: str, expected: int, worker: WorkerProcess, timeout: float
+) -> None:
+    """Wait until the league has applied as many awards as expected and stopped changing."""
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            worker.start()  # a crash is part of the game; the checker will tell if it cost anything
+        applied = sum(int(client.hlen(k)) for k in client.scan_iter(match=f"{namespace}:applied:*"))
+        if applied != last:
+            last, stable_since = applied, time.monotonic()
+        # Done when every expected award is in, or when nothing has moved for 30 s (then the checker
+        # reports what is missing).
+        if time.monotonic() - stable_since > (3.0 if applied >= expected else 30.0):
+            return
+        time.sleep(0.5)
+
+
+def _check(
+    bootstrap: str,
+    topics: Topics,
+    client: redis.Redis,
+    namespace: str,
+    plan: Plan,
+    expected: dict[str, Any],
+    *,
+    kills: int,
+    started: float,
+    quick: bool,
+) -> Report:
+    async def read(topic: str) -> list[Any]:
+        return [m async for batch in read_topic(bootstrap, topic) for m in batch]
+
+    ledger_messages = asyncio.run(read(topics.ledger))
+    ledger = [orjson.loads(m.value) for m in ledger_messages]
+    copies = Counter(a["award_id"] for a in ledger)
+    unique = {a["award_id"]: a for a in ledger}
+    lost = sorted(set(expected) - set(unique))
+    unexpected = sorted(set(unique) - set(expected))
+
+    # Applied more than once: a board's score above the fold of the distinct ledger awards.
+    fold: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for award in unique.values():
+        scopes = {"centre": award["centre_id"], "region": award["region"], "state": award["state"], "nation": "all"}
+        for scope, scope_id in scopes.items():
+            for role in ("all", award["role"]):
+                fold[f"lg:{award['season']}:{scope}:{scope_id}:{role}"][award["staff_id"]] += award["points"]
+    redis_mismatch = 0
+    boards = {k.decode()[len(namespace) + 1 :] for k in client.scan_iter(match=f"{namespace}:lg:*")}
+    for board in boards | set(fold):
+        actual = _zscores(client, f"{namespace}:{board}")
+        wanted = dict(fold.get(board, {}))
+        redis_mismatch += sum(1 for person in set(actual) | set(wanted) if actual.get(person) != wanted.get(person))
+    applied_twice = sum(
+        1
+        for board, people in fold.items()
+        for person, points in people.items()
+        if int(client.zscore(f"{namespace}:{board}", person) or 0) > points
+    )
+
+    oracle_totals = points_by_person(expected.values())
+    nation: dict[str, int] = defaultdict(int)
+    for board in boards:
+        if ":nation:all:all" in board:
+            for person, points in _zscores(client, f"{namespace}:{board}").items():
+                nation[person] += points
+    sum_mismatch = sum(1 for p in set(oracle_totals) | set(nation) if oracle_totals.get(p, 0) != nation.get(p, 0))
+
+    dead = asyncio.run(read(topics.dead_letters))
+    dead_sources = {(_header(m, "original.topic"), _header(m, "original.offset")) for m in dead}
+    return Report(
+        scenario="G1-quick" if quick else "G1",
+        events=len(plan.records),
+        malformed_injected=plan.malformed,
+        repeats_injected=plan.repeats,
+        kills=kills,
+        expected_awards=len(expected),
+        ledger_records=len(ledger),
+        ledger_duplicate_records=sum(n - 1 for n in copies.values()),
+        lost=len(lost),
+        duplicated=applied_twice + len(unexpected),
+        sum_mismatch=sum_mismatch,
+        redis_mismatch=redis_mismatch,
+        dlq_mismatch=abs(len(dead_sources) - plan.malformed),
+        dead_letters=len(dead_sources),
+        seconds=round(time.monotonic() - started, 1),
+        details={"lost_ids": lost[:10], "unexpected_ids": unexpected[:10]},
+    )
+
+
+def _zscores(client: redis.Redis, key: str) -> dict[str, int]:
+    rows: list[tuple[bytes, float]] = client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+    return {member.decode(): int(score) for member, score in rows}
+
+
+def _header(message: Any, name: str) -> bytes:
+    return next((bytes(v) for k, v in message.headers if k == name), b"")
+
+
+def main(*, quick: bool, as_json: bool, seed: int, events: int | None, kills: int | None) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="pitstop-chaos-"))
+    broker_url = os.environ.get("PITSTOP_BROKER")
+    redis_url = os.environ.get("PITSTOP_REDIS_URL")
+    report = run_g1(
+        quick=quick,
+        seed=seed,
+        events=events,
+        kills=kills,
+        workdir=workdir,
+        broker_url=broker_url,
+        redis_url=redis_url,
+    )
+    result = {k: v for k, v in report.__dict__.items()}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:26} {value}")
+        print(f"{'verdict':26} {'PASS' if report.ok else 'FAIL'}  (logs in {workdir})")
+    return 0 if report.ok else 1

@@ -107,6 +107,20 @@ class WorkerProcess:
             )
         self.starts += 1
 
+    def joined(self) -> bool:
+        """Whether the running worker reports assigned partitions on its /metrics."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.env['PITSTOP_WORKER_METRICS_PORT']}/metrics"
+        try:
+            text = urllib.request.urlopen(url, timeout=1).read().decode()
+        except OSError:
+            return False
+        return any(
+            line.startswith("pitstop_worker_assigned_partitions ") and float(line.split()[1]) > 0
+            for line in text.splitlines()
+        )
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -166,10 +180,16 @@ async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], rate
 
 
 async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: random.Random) -> None:
+    """Kill at random moments, each shortly after the worker (re)joined: it is then working through the
+    backlog that piled up while it was down, so the kill lands mid-batch, between ledger writes and
+    offset commits."""
     moments = sorted(rng.uniform(2.0, window_s) for _ in range(kills))
     started = time.monotonic()
     for moment in moments:
         await asyncio.sleep(max(0.0, moment - (time.monotonic() - started)))
+        while not await asyncio.to_thread(worker.joined):  # noqa: ASYNC110 - polling another process
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(rng.uniform(0.05, 1.0))
         worker.kill()
         worker.start()
 

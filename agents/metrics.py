@@ -23,6 +23,7 @@ class WorkerMetrics:
     infra_retries: Counter
     ledger_lag: Gauge
     assigned_partitions: Gauge
+    ledger_gaps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -83,6 +84,11 @@ class WorkerMetrics:
             assigned_partitions=Gauge(
                 "pitstop_worker_assigned_partitions",
                 "Partitions assigned to this worker (0 until it joined)",
+                registry=registry,
+            ),
+            ledger_gaps=Counter(
+                "pitstop_ledger_gaps_total",
+                "Times the league was found behind the ledger (Redis lost writes) and the gap was replayed",
                 registry=registry,
             ),
         )

@@ -18,8 +18,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -37,11 +38,12 @@ from config.directory import Directory, load_directory
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
-from streams.topics import Topics
+from streams.topics import Topics, read_partition
 
 log = logging.getLogger("pitstop.worker")
 T = TypeVar("T")
 
+AUDIT_INTERVAL_S = 5.0  # how often a worker checks that Redis still holds what it applied
 SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->league latency
 
 
@@ -93,6 +95,7 @@ class Scorer:
         self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
         self.league = League(redis, settings.redis_namespace)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
+        self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
 
     # --- source events -> ledger ------------------------------------------------------------
 
@@ -165,17 +168,46 @@ class Scorer:
     async def project(self, records: Sequence[tuple[LedgerRecord, int | None]]) -> None:
         """Apply one batch of ledger records to the league; returns when Redis has them."""
         self.metrics.batch_size.labels("project").observe(len(records))
-        result = await self._retry("league", lambda: self.league.apply([r for r, _ in records]))
+        batch = [r for r, _ in records]
+        result = await self._retry("league", lambda: self.league.apply(batch))
+        if result.gaps:
+            # Redis is behind the ledger (it lost its newest writes, or was flushed): replay the missing
+            # range first, then this batch. Award ids keep every replayed award at most once.
+            for partition, start, end in result.gaps:
+                await self._fill_gap(partition, start, end)
+            result = await self._retry("league", lambda: self.league.apply(batch))
         self.metrics.ledger_applied.inc(result.applied)
         self.metrics.ledger_skipped.inc(result.skipped)
         now_ms = time.time() * 1000
-        top: dict[int, int] = {}
         for record, source_ts in records:
-            top[record.partition] = max(top.get(record.partition, -1), record.offset)
+            self.applied_upto[record.partition] = max(self.applied_upto.get(record.partition, -1), record.offset)
             if source_ts is not None:
                 self.metrics.event_to_league.observe(max(0.0, (now_ms - source_ts) / 1000))
-        for partition, offset in top.items():
+        for partition, offset in self.applied_upto.items():
             self.metrics.ledger_lag.labels(str(partition)).set(offset)
+
+    async def audit(self) -> None:
+        """Heal partitions with no new traffic: Redis recording less than this worker applied means it
+        lost writes (a crash between AOF fsyncs, a flush); replay the difference from the ledger."""
+        recorded = await self._retry("league", self.league.ledger_offsets)
+        for partition, upto in list(self.applied_upto.items()):
+            if recorded.get(partition, -1) < upto:
+                await self._fill_gap(partition, recorded.get(partition, -1) + 1, upto + 1)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker are no longer ours to audit."""
+        for partition in partitions:
+            self.applied_upto.pop(partition, None)
+
+    async def _fill_gap(self, partition: int, start: int, end: int) -> None:
+        log.warning("league is missing ledger[%d] offsets %d..%d; replaying them", partition, start, end - 1)
+        self.metrics.ledger_gaps.inc()
+        missing = await self._retry("ledger-read", partial(self._ledger_range, partition, start, end))
+        await self._retry("league", partial(self.league.apply, missing))
+
+    async def _ledger_range(self, partition: int, start: int, end: int) -> list[LedgerRecord]:
+        records = await read_partition(self.settings.bootstrap_servers, self.topics.ledger, partition, start, end)
+        return [LedgerRecord(partition, m.offset, Award.from_ledger(m.value)) for m in records]
 
     async def _retry(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry broker/Redis failures with capped, jittered backoff until they succeed."""
@@ -224,6 +256,15 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         assigned = args[0] if args else kwargs.get("assigned", ())
         metrics.assigned_partitions.set(len(assigned))
         log.info("assigned %d partitions", len(assigned))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        scorer.forget(tp.partition for tp in revoked if tp.topic == topics.ledger)
+
+    @app.timer(AUDIT_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust.App.timer is not typed
+    async def audit() -> None:
+        await scorer.audit()
 
     @app.agent(source_topic, name="score")
     async def score(stream: Any) -> None:

@@ -179,7 +179,7 @@ async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], rate
         await producer.stop()
 
 
-async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: random.Random) -> None:
+async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: random.Random, burst: int = 0) -> None:
     """Kill at random moments, each shortly after the worker (re)joined: it is then working through the
     backlog that piled up while it was down, so the kill lands mid-batch, between ledger writes and
     offset commits."""
@@ -190,6 +190,10 @@ async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: ra
         while not await asyncio.to_thread(worker.joined):  # noqa: ASYNC110 - polling another process
             await asyncio.sleep(0.05)
         await asyncio.sleep(rng.uniform(0.05, 1.0))
+        worker.kill()
+        worker.start()
+    for _ in range(burst):  # a crash loop: killed again 0.1-1 s after each start, joined or not
+        await asyncio.sleep(rng.uniform(0.1, 1.0))
         worker.kill()
         worker.start()
 
@@ -247,7 +251,7 @@ def run_g1(
         async def drive() -> None:
             await asyncio.gather(
                 _produce(bootstrap, plan.records, rate),
-                _kill_loop(worker, kills, produce_window, random.Random(seed + 1)),
+                _kill_loop(worker, kills, produce_window, random.Random(seed + 1), burst=0 if quick else 30),
             )
 
         asyncio.run(drive())

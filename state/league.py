@@ -38,6 +38,11 @@ local rebuild = ARGV[3] == 'rebuild'
 local offsets_key = ns .. ':ledger-offsets'
 local partition = tostring(batch.partition)
 local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
+if not rebuild and batch.records[1].o > last + 1 then
+  -- Records between the last applied offset and this batch are missing here (Redis lost its newest
+  -- writes, or was flushed): apply nothing, say where the gap starts; the caller fills it first.
+  return {0, 0, last + 1}
+end
 local top = last
 local changed, order = {}, {}
 local applied, skipped = 0, 0
@@ -70,7 +75,7 @@ for _, b in ipairs(order) do
   local ver = redis.call('HINCRBY', ns .. ':versions', b, 1)
   redis.call('PUBLISH', ns .. ':board-changes', cjson.encode({board = b, ver = ver, scores = changed[b]}))
 end
-return {applied, skipped}
+return {applied, skipped, -1}
 """.replace("RECENT", str(RECENT_AWARDS))
 
 
@@ -116,6 +121,7 @@ class LedgerRecord:
 class ApplyResult:
     applied: int
     skipped: int
+    gaps: tuple[tuple[int, int, int], ...] = ()  # (partition, first missing offset, batch's first offset)
 
 
 class League:
@@ -127,9 +133,13 @@ class League:
         self._apply = redis.register_script(APPLY_LUA)
 
     async def apply(self, records: Sequence[LedgerRecord], *, rebuild: bool = False) -> ApplyResult:
-        """Apply ledger records (any partitions) at most once each; one script call per partition."""
+        """Apply ledger records (any partitions) at most once each; one script call per partition.
+
+        Live (not rebuild) batches must continue where the partition's recorded offset left off; a
+        partition whose batch starts further on is not applied and is reported in ``gaps``.
+        """
         by_partition: dict[int, list[dict[str, Any]]] = {}
-        for rec in records:
+        for rec in sorted(records, key=lambda r: (r.partition, r.offset)):
             a = rec.award
             by_partition.setdefault(rec.partition, []).append(
                 {
@@ -143,12 +153,15 @@ class League:
                 }
             )
         applied = skipped = 0
+        gaps: list[tuple[int, int, int]] = []
         for partition, items in sorted(by_partition.items()):
             payload = orjson.dumps({"partition": partition, "records": items}).decode()
             result = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
             applied += int(result[0])
             skipped += int(result[1])
-        return ApplyResult(applied, skipped)
+            if int(result[2]) >= 0:
+                gaps.append((partition, int(result[2]), int(items[0]["o"])))
+        return ApplyResult(applied, skipped, tuple(gaps))
 
     async def board(self, board: str, limit: int = 500) -> tuple[int, list[tuple[str, int]]]:
         """A consistent (version, [(staff_id, points)...]) snapshot, highest first, ties by staff id."""

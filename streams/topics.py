@@ -125,3 +125,22 @@ async def read_topic(bootstrap: str, topic: str, *, batch: int = 5000, quiet_ms:
                     return
     finally:
         await consumer.stop()
+
+
+async def read_partition(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[Any]:
+    """The records of one partition with ``start <= offset < end``."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[Any] = []
+        while await consumer.position(tp) < end:
+            got = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+            records += [m for m in got.get(tp, []) if m.offset < end]
+        return records
+    finally:
+        await consumer.stop()

@@ -52,21 +52,32 @@ async def test_an_award_counts_on_eight_boards_once(league: League) -> None:
     """One award adds its points to 4 scopes x (all, role), and a repeat (other offset) adds nothing."""
     award = _award(1)
     first = await league.apply([LedgerRecord(0, 0, award)])
-    again = await league.apply([LedgerRecord(0, 5, award)])  # the same award id written twice to the ledger
+    again = await league.apply([LedgerRecord(0, 1, award)])  # the same award id written twice to the ledger
     assert (first.applied, again.applied, again.skipped) == (1, 0, 1)
     assert len(boards_for(award)) == 8
     for board in boards_for(award):
         assert await _scores(league, board) == [(b"S0001", 10.0)]
-    assert await league.ledger_offsets() == {0: 5}
+    assert await league.ledger_offsets() == {0: 1}
 
 
 async def test_records_at_or_below_the_applied_offset_are_skipped_live_but_not_in_rebuild(league: League) -> None:
     """Live mode trusts the recorded offset; rebuild mode relies on award ids alone."""
-    await league.apply([LedgerRecord(0, 10, _award(1))])
-    live = await league.apply([LedgerRecord(0, 3, _award(2))])  # below offset 10: taken as already applied
-    rebuilt = await league.apply([LedgerRecord(0, 3, _award(2))], rebuild=True)
+    await league.apply([LedgerRecord(0, 0, _award(1)), LedgerRecord(0, 1, _award(3, "S0003"))])
+    live = await league.apply([LedgerRecord(0, 1, _award(2))])  # at offset 1: taken as already applied
+    rebuilt = await league.apply([LedgerRecord(0, 1, _award(2))], rebuild=True)
     assert (live.applied, rebuilt.applied) == (0, 1)
-    assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0001", 20.0)]
+    assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0003", 10.0), (b"S0001", 20.0)]
+
+
+async def test_a_batch_past_a_gap_is_refused_and_reported(league: League) -> None:
+    """If Redis lost its newest writes, a live batch that does not follow on is not applied; the gap is named."""
+    await league.apply([LedgerRecord(0, 0, _award(1))])
+    result = await league.apply([LedgerRecord(0, 3, _award(4)), LedgerRecord(0, 4, _award(5))])
+    assert (result.applied, result.gaps) == (0, ((0, 1, 3),))
+    assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0001", 10.0)]
+    filled = await league.apply([LedgerRecord(0, o, _award(o + 1)) for o in (1, 2, 3, 4)])
+    assert (filled.applied, filled.gaps) == (4, ())
+    assert await league.ledger_offsets() == {0: 4}
 
 
 async def test_each_change_is_published_with_the_next_board_version(league: League) -> None:

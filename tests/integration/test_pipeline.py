@@ -227,3 +227,26 @@ async def test_rebuild_after_flushall_restores_every_board(stack: Stack) -> None
     after_boards = sorted(k.decode() for k in r.scan_iter(match=stack.key("lg:*"), count=1000))
     assert after_boards == boards
     assert {k: r.zrange(k, 0, -1, withscores=True) for k in boards} == before
+
+
+async def test_league_heals_itself_when_redis_lost_writes(stack: Stack) -> None:
+    """After Redis loses data (FLUSHALL), the next award makes the worker replay the ledger gap first."""
+    r = stack.redis
+    boards = sorted(k.decode() for k in r.scan_iter(match=stack.key("lg:*"), count=1000))
+    before = {k: dict(r.zrange(k, 0, -1, withscores=True)) for k in boards}
+    r.flushall()
+    at = _now() - timedelta(minutes=4)
+    await stack.produce(_recognition(at, "C01", "S0002", awarded_by="S0015", points=30))
+    board = stack.key(f"lg:{_season(at)}:centre:C01:all")
+    expected_s0002 = before.get(board, {}).get(b"S0002", 0.0) + 30
+    await stack.wait_for("the new award", lambda: r.zscore(board, "S0002") == expected_s0002)
+
+    def healed() -> bool:  # every board as before, but for the new award (S0002's own score is checked above)
+        return all(
+            {k: v for k, v in r.zrange(key, 0, -1, withscores=True) if k != b"S0002"}
+            == {k: v for k, v in scores.items() if k != b"S0002"}
+            for key, scores in before.items()
+        )
+
+    await stack.wait_for("every board to be replayed from the ledger", healed)
+    assert _scraped(stack, "pitstop_ledger_gaps_total") >= 1

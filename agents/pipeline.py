@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from agents.rules import RulePack
 from agents.scoring import Award, score_event
@@ -81,16 +81,21 @@ def decode_batch(
     max_event_bytes: int = 64 * 1024,
     max_future_skew: timedelta = timedelta(minutes=15),
 ) -> tuple[list[tuple[SourceRecord, Event]], list[DeadLetter]]:
-    """Validate each record against the contract; invalid ones become dead letters. Never raises."""
+    """Validate each record against the contract; invalid ones become dead letters. Never raises.
+
+    "Too far in the future" is judged against the record's own broker timestamp (its arrival), so a
+    replay months later takes the same decisions; ``now`` stands in for records without one.
+    """
     decoded: list[tuple[SourceRecord, Event]] = []
     dead: list[DeadLetter] = []
     for record in records:
+        arrival = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC) if record.timestamp_ms > 0 else now
         try:
             if record.value is None:
                 raise InvalidEvent("not_json", "empty record (tombstone)")
             event = decode_event(
                 record.value,
-                now=now,
+                now=arrival,
                 max_bytes=max_event_bytes,
                 max_future_skew=max_future_skew,
                 topic_family=topics.family_of(record.topic),

@@ -50,6 +50,7 @@ AUTH_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
 CLOSE_TIMEOUT_S = 2.0
+STOP_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 4096
 MAX_CLIENT_MESSAGES_PER_S = 20
 MAX_QUEUED_AWARDS = 100
@@ -126,6 +127,7 @@ class Gateway:
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -154,14 +156,20 @@ class Gateway:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        """Stop following Redis and close every connection (1001), each step bounded in time."""
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            if pending:
+                log.warning("gateway tasks still running after %.0f s: %s", STOP_TIMEOUT_S, pending)
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("connections still open after %.0f s; leaving them", STOP_TIMEOUT_S)
 
     # --- HTTP -------------------------------------------------------------------------------------
 
@@ -369,13 +377,18 @@ class Gateway:
         ns = self.settings.redis_namespace
         changes, awards = f"{ns}:board-changes", f"{ns}:awards"
         delay = 0.1
-        while True:
+        while not self._stopping.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(changes, awards)
                 await self._resnapshot_all()  # anything missed while (re)connecting
                 delay = 0.1
-                async for message in pubsub.listen():
+                # get_message with a timeout, not listen(): a task blocked in redis-py's listen() can
+                # swallow its cancellation, which hung shutdown; this loop checks the stop flag each second.
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        continue
                     channel = message["channel"].decode()
                     data = orjson.loads(message["data"])
                     if channel == changes:

@@ -28,7 +28,7 @@ def record(
     if event_type is not None:
         raw = orjson.dumps({**copy.deepcopy(EXAMPLES[event_type]), **changes})
         topic = topic or FAMILY_TOPICS[event_type.split(".")[0]]
-    return SourceRecord(topic, 2, offset, b"C01", raw, 1_795_000_000_000 + offset)
+    return SourceRecord(topic, 2, offset, b"C01", raw, int(NOW.timestamp() * 1000) + offset)
 
 
 def run(records: list[SourceRecord], pack: RulePack, directory: Directory, **options: Any) -> BatchResult:
@@ -76,7 +76,7 @@ def test_dead_letter_headers_carry_origin_and_error(pack: RulePack, directory: D
         ("original.topic", b"surveys"),
         ("original.partition", b"2"),
         ("original.offset", b"41"),
-        ("original.timestamp", b"1795000000041"),
+        ("original.timestamp", str(int(NOW.timestamp() * 1000) + 41).encode()),
         ("error.kind", b"invalid_value"),
         ("error.message", b"rating must be smaller than or equal to 5"),
     ]
@@ -143,3 +143,12 @@ def test_impossible_date_does_not_break_the_batch(pack: RulePack, directory: Dir
     )
     assert [d.kind for d in result.dead] == ["invalid_value"]
     assert [s.record.offset for s in result.scored] == [1]
+
+
+def test_future_time_is_judged_against_arrival_not_the_replay_clock(pack: RulePack, directory: Directory) -> None:
+    """An event that was too far ahead when it arrived stays a dead letter when replayed much later."""
+    example = record(0, "survey.csat")
+    arrived = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp() * 1000)  # 3 days before its event time
+    early = SourceRecord(example.topic, 0, 0, b"C01", example.value, arrived)
+    result = score_batch([early], pack=pack, directory=directory, topics=Topics(), now=datetime(2027, 6, 1, tzinfo=UTC))
+    assert [d.kind for d in result.dead] == ["future_event_time"]

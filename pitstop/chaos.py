@@ -153,12 +153,24 @@ class Report:
     redis_mismatch: int
     dlq_mismatch: int
     dead_letters: int
+    replay_new: int  # G4: re-scoring every source record from offset 0 gives awards not on the ledger...
+    replay_missing: int  # ...misses awards that are on it...
+    replay_changed: int  # ...or gives different bytes for the same award id (or ledger copies differ)
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.sum_mismatch or self.redis_mismatch or self.dlq_mismatch)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.sum_mismatch
+            or self.redis_mismatch
+            or self.dlq_mismatch
+            or self.replay_new
+            or self.replay_missing
+            or self.replay_changed
+        )
 
 
 async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
@@ -335,6 +347,8 @@ def _check(
                 nation[person] += points
     sum_mismatch = sum(1 for p in set(oracle_totals) | set(nation) if oracle_totals.get(p, 0) != nation.get(p, 0))
 
+    replay_new, replay_missing, replay_changed = _replay_diff(bootstrap, topics, _ledger_bytes(ledger_messages))
+
     dead = asyncio.run(read(topics.dead_letters))
     dead_sources = {(_header(m, "original.topic"), _header(m, "original.offset")) for m in dead}
     return Report(
@@ -352,9 +366,47 @@ def _check(
         redis_mismatch=redis_mismatch,
         dlq_mismatch=abs(len(dead_sources) - plan.malformed),
         dead_letters=len(dead_sources),
+        replay_new=replay_new,
+        replay_missing=replay_missing,
+        replay_changed=replay_changed,
         seconds=round(time.monotonic() - started, 1),
         details={"lost_ids": lost[:10], "unexpected_ids": unexpected[:10]},
     )
+
+
+def _ledger_bytes(messages: list[Any]) -> dict[str, bytes | None]:
+    """Ledger value bytes by award id; None where two copies of one award differ."""
+    found: dict[str, bytes | None] = {}
+    for m in messages:
+        award_id = orjson.loads(m.value)["award_id"]
+        found[award_id] = m.value if found.get(award_id, m.value) == m.value else None
+    return found
+
+
+def _replay_diff(bootstrap: str, topics: Topics, ledger: dict[str, bytes | None]) -> tuple[int, int, int]:
+    """G4: score every source record again from offset 0 (pure engine code, no seen marks) and compare
+    with the ledger byte for byte. A deterministic engine changes nothing."""
+    from agents.pipeline import SourceRecord, decode_batch, score_decoded
+    from agents.rules import load_rule_pack
+
+    settings = Settings.from_env()
+
+    async def read_sources() -> list[SourceRecord]:
+        records: list[SourceRecord] = []
+        for topic in topics.sources:
+            async for batch in read_topic(bootstrap, topic):
+                records += [SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in batch]
+        return records
+
+    decoded, _ = decode_batch(asyncio.run(read_sources()), topics=topics, now=datetime.now(UTC))
+    result = score_decoded(
+        decoded, pack=load_rule_pack(settings.rules_path), directory=load_directory(settings.directory_path)
+    )
+    replayed = {award.award_id: award.to_ledger() for _, award in result.awards}
+    new = len(set(replayed) - set(ledger))
+    missing = len(set(ledger) - set(replayed))
+    changed = sum(1 for award_id, value in replayed.items() if award_id in ledger and ledger[award_id] != value)
+    return new, missing, changed
 
 
 def _zscores(client: redis.Redis, key: str) -> dict[str, int]:

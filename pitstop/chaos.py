@@ -40,7 +40,7 @@ import redis
 from config.directory import load_directory
 from config.settings import Settings
 from pitstop.oracle import Oracle, points_by_person
-from pitstop.services import Service, free_port, start_redis, start_tansu
+from pitstop.services import Service, free_port, restart_redis, start_redis, start_tansu
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics, ensure_topics, read_topic
 
@@ -157,6 +157,8 @@ class Report:
     replay_missing: int  # ...misses awards that are on it...
     replay_changed: int  # ...or gives different bytes for the same award id (or ledger copies differ)
     seconds: float
+    rebuild_diff: int = 0  # G3: board entries that differ after FLUSHALL + rebuild
+    rebuild_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -210,7 +212,11 @@ async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: ra
         worker.start()
 
 
-def run_g1(
+SCENARIOS = ("G1", "G3")
+
+
+def run_scenario(
+    scenario: str,
     *,
     quick: bool,
     seed: int,
@@ -220,9 +226,10 @@ def run_g1(
     broker_url: str | None,
     redis_url: str | None,
 ) -> Report:
-    """G1: SIGKILL the worker repeatedly while events with repeats and malformed records flow."""
+    """G1: SIGKILL the worker repeatedly; G3: SIGKILL redis-server (AOF everysec) repeatedly; both while
+    events with repeats and malformed records flow. G3 then also flushes Redis and rebuilds it."""
     events = events or (5000 if quick else 50_000)
-    kills = kills if kills is not None else (3 if quick else 20)
+    kills = kills if kills is not None else (3 if quick else 20) if scenario == "G1" else 5
     t0 = time.monotonic()
     services: list[Service] = []
     run = uuid.uuid4().hex[:8]
@@ -231,7 +238,8 @@ def run_g1(
         broker = start_tansu(log_dir=workdir)
         services.append(broker)
         broker_url = broker.url
-    if redis_url is None:
+    redis_service: Service | None = None
+    if redis_url is None or scenario == "G3":  # G3 kills Redis, so it must be ours
         redis_service = start_redis(appendonly=True, log_dir=workdir)
         services.append(redis_service)
         redis_url = redis_service.url
@@ -254,28 +262,150 @@ def run_g1(
     plan = make_plan(seed, events, settings.directory_path, topics, dup_rate=0.05, bad_rate=0.02)
     worker = WorkerProcess(env, workdir / "worker.log")
     try:
-        run_settings = Settings.from_env({**env})
-        asyncio.run(ensure_topics(run_settings))
+        asyncio.run(ensure_topics(Settings.from_env(env)))
         worker.start()
         produce_window = 20.0 if quick else 120.0
         rate = len(plan.records) / produce_window
+        rng = random.Random(seed + 1)
 
         async def drive() -> None:
-            await asyncio.gather(
-                _produce(bootstrap, plan.records, rate),
-                _kill_loop(worker, kills, produce_window, random.Random(seed + 1), burst=0 if quick else 30),
-            )
+            if scenario == "G3":
+                assert redis_service is not None
+                disrupt = _redis_kill_loop(redis_service, kills, produce_window, rng)
+            else:
+                disrupt = _kill_loop(worker, kills, produce_window, rng, burst=0 if quick else 30)
+            await asyncio.gather(_produce(bootstrap, plan.records, rate), disrupt)
 
         asyncio.run(drive())
-        oracle = Oracle(settings.rules_path, settings.directory_path)
-        expected = oracle.fold(plan.valid_events)
+        expected = Oracle(settings.rules_path, settings.directory_path).fold(plan.valid_events)
         client = redis.Redis.from_url(redis_url)
         _wait_until_settled(client, namespace, len(expected), worker, timeout=300)
-        return _check(bootstrap, topics, client, namespace, plan, expected, kills=worker.kills, started=t0, quick=quick)
+        kills_done = worker.kills if scenario == "G1" else kills
+        report = _check(bootstrap, topics, client, namespace, plan, expected, kills=kills_done, started=t0)
+        report.scenario = f"{scenario}-quick" if quick else scenario
+        if scenario == "G3":
+            report.rebuild_diff, report.rebuild_seconds = _flush_and_rebuild(
+                bootstrap, topics, redis_url, client, namespace
+            )
+        report.seconds = round(time.monotonic() - t0, 1)
+        return report
     finally:
         worker.stop()
         for service in reversed(services):
             service.stop()
+
+
+async def _redis_kill_loop(service: Service, kills: int, window_s: float, rng: random.Random) -> None:
+    """SIGKILL redis-server at random moments; it is back 0.2-2 s later with what its AOF had. A process
+    kill loses no acknowledged write (Redis writes the AOF before it replies), so one kill in the middle
+    also deletes its files, as a lost disk would: the worker must notice and replay the ledger."""
+    moments = sorted(rng.uniform(2.0, window_s) for _ in range(kills))
+    started = time.monotonic()
+    for n, moment in enumerate(moments):
+        await asyncio.sleep(max(0.0, moment - (time.monotonic() - started)))
+        await asyncio.to_thread(restart_redis, service, down_s=rng.uniform(0.2, 2.0), wipe=n == kills // 2)
+
+
+def _flush_and_rebuild(
+    bootstrap: str, topics: Topics, redis_url: str, client: redis.Redis, namespace: str
+) -> tuple[int, float]:
+    """FLUSHALL, rebuild every board from the ledger, and count entries that differ from before."""
+    from state.rebuild import rebuild_from_ledger
+
+    boards = sorted(k.decode() for k in client.scan_iter(match=f"{namespace}:lg:*"))
+    before = {board: _zscores(client, board) for board in boards}
+    client.flushall()
+
+    async def rebuild() -> float:
+        import redis.asyncio as aioredis
+
+        async_client = aioredis.from_url(redis_url)
+        try:
+            report = await rebuild_from_ledger(bootstrap, topics.ledger, async_client, namespace)
+        finally:
+            await async_client.aclose()
+        return report.seconds
+
+    seconds = asyncio.run(rebuild())
+    after_boards = sorted(k.decode() for k in client.scan_iter(match=f"{namespace}:lg:*"))
+    diff = sum(1 for b in set(after_boards) ^ set(boards))
+    for board in boards:
+        now = _zscores(client, board)
+        diff += sum(1 for p in set(now) | set(before[board]) if now.get(p) != before[board].get(p))
+    return diff, round(seconds, 2)
+
+
+def measure_rebuild(awards: int, *, seed: int = 1) -> dict[str, Any]:
+    """Time `pitstop rebuild` over a ledger of ``awards`` synthetic awards (own broker and Redis)."""
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaProducer
+
+    from agents.scoring import Award, award_id
+    from state.rebuild import rebuild_from_ledger
+
+    rng = random.Random(seed)
+    directory = load_directory(Settings.from_env().directory_path)
+    staff = sorted(directory.staff.values(), key=lambda s: s.id)
+    broker, redis_service = start_tansu(), start_redis(appendonly=False)
+    topics = Topics(f"rebuild{uuid.uuid4().hex[:8]}.")
+    bootstrap = broker.url.removeprefix("kafka://")
+    try:
+        asyncio.run(
+            ensure_topics(Settings.from_env({"PITSTOP_BROKER": broker.url, "PITSTOP_TOPIC_PREFIX": topics.prefix[:-1]}))
+        )
+
+        async def fill() -> float:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024)
+            await producer.start()
+            started = time.monotonic()
+            try:
+                for n in range(awards):
+                    person = staff[rng.randrange(len(staff))]
+                    centre = directory.centres[person.centre_id]
+                    award = Award(
+                        award_id(f"ev-{n}", "survey.csat_five_star", 1, person.id),
+                        f"ev-{n}",
+                        "survey.csat",
+                        "survey.csat_five_star",
+                        1,
+                        person.id,
+                        person.role,
+                        centre.id,
+                        centre.region,
+                        centre.state,
+                        "2026-11",
+                        rng.choice((10, 15, 25, 30)),
+                        "2026-11-23T10:00:00+05:30",
+                        {"rating": 5},
+                        (),
+                        "Five-star rating",
+                    )
+                    await producer.send(topics.ledger, award.to_ledger(), key=person.id.encode())
+                await producer.flush()
+            finally:
+                await producer.stop()
+            return time.monotonic() - started
+
+        fill_s = asyncio.run(fill())
+
+        async def rebuild() -> Any:
+            client = aioredis.from_url(redis_service.url)
+            try:
+                return await rebuild_from_ledger(bootstrap, topics.ledger, client, "rebuild")
+            finally:
+                await client.aclose()
+
+        report = asyncio.run(rebuild())
+        return {
+            "rebuild_awards": report.records,
+            "rebuild_applied": report.applied,
+            "rebuild_seconds": round(report.seconds, 1),
+            "rebuild_awards_per_s": round(report.records / report.seconds),
+            "ledger_fill_seconds": round(fill_s, 1),
+        }
+    finally:
+        redis_service.stop()
+        broker.stop()
 
 
 def _wait_until_settled(
@@ -307,7 +437,6 @@ def _check(
     *,
     kills: int,
     started: float,
-    quick: bool,
 ) -> Report:
     async def read(topic: str) -> list[Any]:
         return [m async for batch in read_topic(bootstrap, topic) for m in batch]
@@ -352,7 +481,7 @@ def _check(
     dead = asyncio.run(read(topics.dead_letters))
     dead_sources = {(_header(m, "original.topic"), _header(m, "original.offset")) for m in dead}
     return Report(
-        scenario="G1-quick" if quick else "G1",
+        scenario="",
         events=len(plan.records),
         malformed_injected=plan.malformed,
         repeats_injected=plan.repeats,
@@ -418,11 +547,12 @@ def _header(message: Any, name: str) -> bytes:
     return next((bytes(v) for k, v in message.headers if k == name), b"")
 
 
-def main(*, quick: bool, as_json: bool, seed: int, events: int | None, kills: int | None) -> int:
+def main(*, scenario: str, quick: bool, as_json: bool, seed: int, events: int | None, kills: int | None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pitstop-chaos-"))
     broker_url = os.environ.get("PITSTOP_BROKER")
     redis_url = os.environ.get("PITSTOP_REDIS_URL")
-    report = run_g1(
+    report = run_scenario(
+        scenario,
         quick=quick,
         seed=seed,
         events=events,

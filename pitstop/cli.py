@@ -74,11 +74,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
 
     chaos = sub.add_parser("chaos", help="kill the worker mid-stream and check the result against an oracle")
+    chaos.add_argument("--scenario", choices=["G1", "G3"], default="G1", help="G1 kills the worker, G3 Redis")
     chaos.add_argument("--quick", action="store_true", help="a short run for CI (~5k events, 3 kills)")
     chaos.add_argument("--json", action="store_true", help="print one JSON object")
     chaos.add_argument("--seed", type=_count, default=1)
     chaos.add_argument("--events", type=_count, help="events to produce (default 5000 quick, 50000 full)")
     chaos.add_argument("--kills", type=_count, help="SIGKILLs of the worker (default 3 quick, 20 full)")
+    chaos.add_argument(
+        "--rebuild-awards", type=_count, metavar="N", help="instead: time a rebuild of a ledger of N awards"
+    )
 
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
@@ -109,8 +113,20 @@ def _run(args: argparse.Namespace) -> int:
         return run_demo(rate=args.rate, port=args.port, duration=args.duration, centre=args.centre, seed=args.seed)
     if args.command == "chaos":
         from pitstop.chaos import main as chaos_main
+        from pitstop.chaos import measure_rebuild
 
-        return chaos_main(quick=args.quick, as_json=args.json, seed=args.seed, events=args.events, kills=args.kills)
+        if args.rebuild_awards:
+            print(json.dumps(measure_rebuild(args.rebuild_awards, seed=args.seed)))
+            return 0
+
+        return chaos_main(
+            scenario=args.scenario,
+            quick=args.quick,
+            as_json=args.json,
+            seed=args.seed,
+            events=args.events,
+            kills=args.kills,
+        )
     if args.command == "schemas":
         return _schemas(write=args.write)
 

@@ -30,6 +30,7 @@ class Service:
     log_path: Path
     workdir: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    args: list[str] = field(default_factory=list)  # the command line, to restart it
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -180,16 +181,40 @@ def start_redis(
         "--protected-mode",
         "yes",
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    service = Service("redis", process, f"redis://127.0.0.1:{port}/0", log_path, workdir)
+    service = Service("redis", _spawn(args), f"redis://127.0.0.1:{port}/0", log_path, workdir, args=args)
+    _wait_for_redis(service, port, timeout)
+    return service
+
+
+def restart_redis(service: Service, *, down_s: float = 0.0, wipe: bool = False, timeout: float = 30.0) -> None:
+    """SIGKILL a redis-server started here and, ``down_s`` later, start it again on the same port and
+    folder: it reloads its append-only file, so it comes back with what it had written. ``wipe`` deletes
+    its files first, as a lost disk would: it comes back empty."""
+    if service.process.poll() is None:
+        service.process.kill()
+    service.process.wait()
+    if wipe and service.workdir is not None:
+        for path in service.workdir.iterdir():
+            if path.name != service.log_path.name:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    time.sleep(down_s)
+    service.process = _spawn(service.args)
+    _wait_for_redis(service, int(service.url.rsplit(":", 1)[1].split("/")[0]), timeout)
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_redis(service: Service, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if service.process.poll() is not None:
             break
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
             conn.sendall(b"PING\r\n")
-            if conn.recv(16).startswith(b"+PONG"):
-                return service
+            if conn.recv(16).startswith(b"+PONG"):  # also refuses "-LOADING" while the AOF replays
+                return
         time.sleep(0.05)
     tail = service.log_tail()
     service.stop()

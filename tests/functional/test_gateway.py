@@ -25,6 +25,7 @@ from dashboards.tokens import issue_token
 from pitstop.services import Service
 from state.league import League, LedgerRecord
 from tests.conftest import seconds
+from tests.functional.conftest import award
 
 SECRET = "functional-test-secret-0123456789abcdef"
 
@@ -47,25 +48,8 @@ def _season() -> str:
     return datetime.now(UTC).astimezone(DIRECTORY.centres["C01"].timezone).strftime("%Y-%m")
 
 
-def _award(staff_id: str, points: int, n: int, role: str = "technician") -> Award:
-    return Award(
-        award_id=f"a{n}",
-        event_id=f"e{n}",
-        event_type="recognition.given",
-        rule_id="recognition.spot",
-        rule_version=1,
-        staff_id=staff_id,
-        role=role,
-        centre_id="C01",
-        region="west",
-        state="MH",
-        season=_season(),
-        points=points,
-        occurred_at=datetime.now(UTC).isoformat(),
-        inputs={"points": points},
-        multipliers=(),
-        why=f"Recognised by your manager: good work {n}",
-    )
+def _award(staff_id: str, points: int, n: int) -> Award:
+    return replace(award(n, staff_id, points, season=_season()), award_id=f"a{n}", why=f"Recognised: good work {n}")
 
 
 async def _open(gw: Gateway, kind: str | None = None, subject: str = "", **auth: Any) -> ClientConnection:
@@ -121,7 +105,7 @@ async def test_technician_gets_own_awards_with_why_only(gateway: Gateway, namesp
     await league.apply([LedgerRecord(0, 1, _award("S0002", 7, 1)), LedgerRecord(0, 2, _award("S0001", 9, 2))])
     award = await _recv(me)
     assert award["type"] == "award" and award["award_id"] == "a2" and award["points"] == 9
-    assert award["why"] == "Recognised by your manager: good work 2"
+    assert award["why"] == "Recognised: good work 2"
     await me.close()
 
 

@@ -9,31 +9,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from agents.scoring import Award
 from pitstop.services import Service
 from state.league import League, LedgerRecord, boards_for
 from tests.conftest import seconds
-
-
-def _award(n: int, staff_id: str = "S0001", points: int = 10, role: str = "technician") -> Award:
-    return Award(
-        award_id=f"award-{n}",
-        event_id=f"e{n}",
-        event_type="survey.csat",
-        rule_id="survey.csat_five_star",
-        rule_version=1,
-        staff_id=staff_id,
-        role=role,
-        centre_id="C01",
-        region="west",
-        state="MH",
-        season="2026-11",
-        points=points,
-        occurred_at="2026-11-23T10:00:00+05:30",
-        inputs={"rating": 5},
-        multipliers=(),
-        why="Five-star rating",
-    )
+from tests.functional.conftest import award
 
 
 @pytest.fixture
@@ -50,32 +29,32 @@ async def _scores(league: League, board: str) -> list[tuple[bytes, float]]:
 
 async def test_an_award_counts_on_eight_boards_once(league: League) -> None:
     """One award adds its points to 4 scopes x (all, role), and a repeat (other offset) adds nothing."""
-    award = _award(1)
-    first = await league.apply([LedgerRecord(0, 0, award)])
-    again = await league.apply([LedgerRecord(0, 1, award)])  # the same award id written twice to the ledger
+    one = award(1)
+    first = await league.apply([LedgerRecord(0, 0, one)])
+    again = await league.apply([LedgerRecord(0, 1, one)])  # the same award id written twice to the ledger
     assert (first.applied, again.applied, again.skipped) == (1, 0, 1)
-    assert len(boards_for(award)) == 8
-    for board in boards_for(award):
+    assert len(boards_for(one)) == 8
+    for board in boards_for(one):
         assert await _scores(league, board) == [(b"S0001", 10.0)]
     assert await league.ledger_offsets() == {0: 1}
 
 
 async def test_records_at_or_below_the_applied_offset_are_skipped_live_but_not_in_rebuild(league: League) -> None:
     """Live mode trusts the recorded offset; rebuild mode relies on award ids alone."""
-    await league.apply([LedgerRecord(0, 0, _award(1)), LedgerRecord(0, 1, _award(3, "S0003"))])
-    live = await league.apply([LedgerRecord(0, 1, _award(2))])  # at offset 1: taken as already applied
-    rebuilt = await league.apply([LedgerRecord(0, 1, _award(2))], rebuild=True)
+    await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, award(3, "S0003"))])
+    live = await league.apply([LedgerRecord(0, 1, award(2))])  # at offset 1: taken as already applied
+    rebuilt = await league.apply([LedgerRecord(0, 1, award(2))], rebuild=True)
     assert (live.applied, rebuilt.applied) == (0, 1)
     assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0003", 10.0), (b"S0001", 20.0)]
 
 
 async def test_a_batch_past_a_gap_is_refused_and_reported(league: League) -> None:
     """If Redis lost its newest writes, a live batch that does not follow on is not applied; the gap is named."""
-    await league.apply([LedgerRecord(0, 0, _award(1))])
-    result = await league.apply([LedgerRecord(0, 3, _award(4)), LedgerRecord(0, 4, _award(5))])
+    await league.apply([LedgerRecord(0, 0, award(1))])
+    result = await league.apply([LedgerRecord(0, 3, award(4)), LedgerRecord(0, 4, award(5))])
     assert (result.applied, result.gaps) == (0, ((0, 1, 3),))
     assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0001", 10.0)]
-    filled = await league.apply([LedgerRecord(0, o, _award(o + 1)) for o in (1, 2, 3, 4)])
+    filled = await league.apply([LedgerRecord(0, o, award(o + 1)) for o in (1, 2, 3, 4)])
     assert (filled.applied, filled.gaps) == (4, ())
     assert await league.ledger_offsets() == {0: 4}
 
@@ -84,7 +63,7 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
     """Every applying batch bumps a changed board's version once and publishes its absolute scores."""
     pubsub = league.redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(f"{league.ns}:board-changes", f"{league.ns}:awards")
-    await league.apply([LedgerRecord(0, 0, _award(1)), LedgerRecord(0, 1, _award(2, "S0002", 7))])
+    await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, award(2, "S0002", 7))])
     messages = []
     deadline = asyncio.get_running_loop().time() + seconds(5)
     while len(messages) < 10:  # 2 awards + 8 boards
@@ -104,7 +83,7 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
 
 async def test_clear_removes_the_projection_and_keeps_seen_marks(league: League) -> None:
     """clear() deletes boards, versions, applied ids, offsets and recent awards, nothing else."""
-    await league.apply([LedgerRecord(0, 0, _award(1))])
+    await league.apply([LedgerRecord(0, 0, award(1))])
     await league.redis.set(f"{league.ns}:seen:e1", b"1")
     assert await league.clear() == 8 + 4  # boards + versions, applied, offsets, recent
     assert await league.redis.keys(f"{league.ns}:*") == [f"{league.ns}:seen:e1".encode()]

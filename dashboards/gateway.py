@@ -194,7 +194,7 @@ class Gateway:
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
-        """Same-origin pages only: the page must come from this gateway (issue-7 adds an allow-list)."""
+        """Same-origin pages only: the page must come from this gateway itself."""
         return host is not None and origin.split("://", 1)[-1] == host
 
     # --- WebSocket --------------------------------------------------------------------------------

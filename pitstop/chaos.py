@@ -41,7 +41,7 @@ from config.directory import load_directory
 from config.settings import Settings
 from pitstop.oracle import Oracle, points_by_person
 from pitstop.services import Service, free_port, restart_redis, start_redis, start_tansu
-from streams.simulator import Simulator, topic_for
+from streams.simulator import Simulator, produce_at_rate, topic_for
 from streams.topics import Topics, ensure_topics, read_topic
 
 MALFORMED: list[tuple[str, Any]] = [
@@ -175,24 +175,6 @@ class Report:
         )
 
 
-async def _produce(bootstrap: str, records: list[tuple[str, bytes, bytes]], rate: float) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for i, (topic, key, value) in enumerate(records):
-            await producer.send(topic, value, key=key)
-            delay = started + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def _kill_loop(worker: WorkerProcess, kills: int, window_s: float, rng: random.Random, burst: int = 0) -> None:
     """Kill at random moments, each shortly after the worker (re)joined: it is then working through the
     backlog that piled up while it was down, so the kill lands mid-batch, between ledger writes and
@@ -274,7 +256,7 @@ def run_scenario(
                 disrupt = _redis_kill_loop(redis_service, kills, produce_window, rng)
             else:
                 disrupt = _kill_loop(worker, kills, produce_window, rng, burst=0 if quick else 30)
-            await asyncio.gather(_produce(bootstrap, plan.records, rate), disrupt)
+            await asyncio.gather(produce_at_rate(bootstrap, plan.records, rate), disrupt)
 
         asyncio.run(drive())
         expected = Oracle(settings.rules_path, settings.directory_path).fold(plan.valid_events)

@@ -10,8 +10,8 @@ import asyncio
 import base64
 import random
 import uuid
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -152,24 +152,18 @@ def topic_for(topics: Topics, event: dict[str, object]) -> str:
     return topics.name(FAMILY_TOPICS[str(event["type"]).split(".", 1)[0]])
 
 
-async def run_simulator(
-    bootstrap: str, topics: Topics, directory: Directory, *, rate: float, seed: int, limit: int | None = None
-) -> int:
-    """Produce events at ``rate`` per second until cancelled (or ``limit`` events); returns how many."""
-    from datetime import UTC
-
+async def produce_at_rate(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]], rate: float) -> int:
+    """Produce ``(topic, key, value)`` records open-loop at ``rate`` per second; returns how many."""
     from aiokafka import AIOKafkaProducer
 
-    sim = Simulator(directory, seed)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     sent = 0
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        while limit is None or sent < limit:
-            event = sim.event(datetime.now(UTC))
-            await producer.send(topic_for(topics, event), orjson.dumps(event), key=str(event["centre_id"]).encode())
+        for topic, key, value in records:
+            await producer.send(topic, value, key=key)
             sent += 1
             delay = started + sent / rate - loop.time()
             if delay > 0:
@@ -178,3 +172,19 @@ async def run_simulator(
     finally:
         await producer.stop()
     return sent
+
+
+async def run_simulator(
+    bootstrap: str, topics: Topics, directory: Directory, *, rate: float, seed: int, limit: int | None = None
+) -> int:
+    """Produce simulated events at ``rate`` per second until cancelled (or ``limit`` events)."""
+    sim = Simulator(directory, seed)
+
+    def records() -> Iterator[tuple[str, bytes, bytes]]:
+        sent = 0
+        while limit is None or sent < limit:
+            event = sim.event(datetime.now(UTC))
+            yield topic_for(topics, event), str(event["centre_id"]).encode(), orjson.dumps(event)
+            sent += 1
+
+    return await produce_at_rate(bootstrap, records(), rate)

@@ -130,7 +130,16 @@ def score_decoded(
             result.dead.append(DeadLetter(record, exc.kind, exc.message, event.type))
             continue
         except Exception as exc:  # a rule bug must not stop the stream: park the event, say what broke
-            log.exception("scoring failed for event at %s[%d]@%d", record.topic, record.partition, record.offset)
+            # The exception's text may quote event values (personal data): name its type; the traceback
+            # (which can) goes to DEBUG only.
+            log.error(
+                "scoring failed for event at %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+            )
+            log.debug("scoring failure", exc_info=True)
             result.dead.append(DeadLetter(record, INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}", event.type))
             continue
         seen_here.add(event.event_id)

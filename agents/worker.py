@@ -38,6 +38,7 @@ from config.directory import Directory, load_directory
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
+from streams.events import scrub_payload
 from streams.topics import Topics, read_partition
 
 log = logging.getLogger("pitstop.worker")
@@ -157,6 +158,8 @@ class Scorer:
             value = letter.record.value
             if value is not None and len(value) > self.settings.max_event_bytes:
                 value = value[: self.settings.max_event_bytes]  # keep the head; the header says why
+            if value is not None:
+                value = scrub_payload(value)  # dead letters are kept for weeks: no phone numbers in them
             pending.append(
                 await producer.send(self.topics.dead_letters, letter.record.key, value, None, None, letter.headers())
             )

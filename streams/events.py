@@ -213,6 +213,35 @@ def redact(text: str) -> str:
     return PHONE_LIKE.sub("[redacted]", text)
 
 
+_PHONE_LIKE_BYTES = re.compile(PHONE_LIKE.pattern.encode())
+
+
+def scrub_payload(raw: bytes) -> bytes:
+    """A rejected record's value with phone-number-like runs masked, for the dead-letter topic.
+
+    A JSON object keeps its shape (only string values change; date-time fields are left alone, their
+    digits are not phone numbers); anything else is masked byte-wise.
+    """
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _PHONE_LIKE_BYTES.sub(b"[redacted]", raw)
+    scrubbed = _scrub(payload, "")
+    return raw if scrubbed == payload else orjson.dumps(scrubbed)
+
+
+def _scrub(value: Any, key: str) -> Any:
+    if isinstance(value, str):
+        return value if key.endswith("_at") else redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _scrub(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, key) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and PHONE_LIKE.fullmatch(str(abs(value))):
+        return "[redacted]"  # a phone number sent as a JSON number
+    return value
+
+
 def _human(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     if seconds >= 2 * 86400:

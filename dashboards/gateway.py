@@ -141,8 +141,10 @@ class Gateway:
             max_size=MAX_MESSAGE_BYTES,
             max_queue=4,
             write_limit=64 * 1024,
-            ping_interval=20,
-            ping_timeout=20,
+            # a client that stops reading stops answering pings: cut within ping_interval + ping_timeout
+            ping_interval=8,
+            ping_timeout=12,
+            close_timeout=3,  # such a client will not answer our close frame either
         )
         self._tasks = [
             asyncio.create_task(self._follow_changes(), name="follow-changes"),

@@ -74,7 +74,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
 
     chaos = sub.add_parser("chaos", help="kill the worker mid-stream and check the result against an oracle")
-    chaos.add_argument("--scenario", choices=["G1", "G3"], default="G1", help="G1 kills the worker, G3 Redis")
+    chaos.add_argument(
+        "--scenario",
+        choices=["G1", "G3", "G6"],
+        default="G1",
+        help="G1 kills the worker, G3 kills Redis, G6 stalls a kiosk among 50",
+    )
     chaos.add_argument("--quick", action="store_true", help="a short run for CI (~5k events, 3 kills)")
     chaos.add_argument("--json", action="store_true", help="print one JSON object")
     chaos.add_argument("--seed", type=_count, default=1)
@@ -115,6 +120,10 @@ def _run(args: argparse.Namespace) -> int:
         from pitstop.chaos import main as chaos_main
         from pitstop.chaos import measure_rebuild
 
+        if args.scenario == "G6":
+            from pitstop.stall import main as stall_main
+
+            return stall_main(as_json=args.json, phase_s=10.0 if args.quick else 30.0)
         if args.rebuild_awards:
             print(json.dumps(measure_rebuild(args.rebuild_awards, seed=args.seed)))
             return 0

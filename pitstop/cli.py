@@ -76,10 +76,12 @@ def parser() -> argparse.ArgumentParser:
     chaos = sub.add_parser("chaos", help="kill the worker mid-stream and check the result against an oracle")
     chaos.add_argument(
         "--scenario",
-        choices=["G1", "G3", "G6"],
+        choices=["G1", "G3", "G6", "G7"],
         default="G1",
-        help="G1 kills the worker, G3 kills Redis, G6 stalls a kiosk among 50",
+        help="G1 kills the worker, G3 kills Redis, G6 stalls a kiosk among 50, G7 soaks",
     )
+    chaos.add_argument("--minutes", type=_positive, help="G7 soak length (default 30, or 1.5 with --quick)")
+    chaos.add_argument("--rate", type=_positive, default=200.0, help="G7 events per second (default 200)")
     chaos.add_argument("--quick", action="store_true", help="a short run for CI (~5k events, 3 kills)")
     chaos.add_argument("--json", action="store_true", help="print one JSON object")
     chaos.add_argument("--seed", type=_count, default=1)
@@ -120,6 +122,10 @@ def _run(args: argparse.Namespace) -> int:
         from pitstop.chaos import main as chaos_main
         from pitstop.chaos import measure_rebuild
 
+        if args.scenario == "G7":
+            from pitstop.soak import main as soak_main
+
+            return soak_main(as_json=args.json, minutes=args.minutes or (1.5 if args.quick else 30.0), rate=args.rate)
         if args.scenario == "G6":
             from pitstop.stall import main as stall_main
 

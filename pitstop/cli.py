@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
 
-    chaos = sub.add_parser("chaos", help="kill the worker mid-stream and check the result against an oracle")
+    chaos = sub.add_parser("chaos", help="reliability scenarios (kills, Redis loss, stalled kiosk, soak) with checks")
     chaos.add_argument(
         "--scenario",
         choices=["G1", "G3", "G6", "G7"],

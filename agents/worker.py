@@ -92,7 +92,6 @@ class Scorer:
         self.directory = directory
         self.metrics = metrics
         self.topics = Topics.from_settings(settings)
-        self.redis = redis
         self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
         self.league = League(redis, settings.redis_namespace)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)

@@ -26,8 +26,7 @@ from websockets.asyncio.client import connect
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, Settings
 from dashboards.tokens import issue_token
-from pitstop.services import Service, free_port, start_redis, start_tansu
-from pitstop.stall import _rss_mb
+from pitstop.services import Service, free_port, rss_mb, start_redis, start_tansu
 from streams.simulator import Simulator, produce_at_rate, topic_for
 from streams.topics import Topics, ensure_topics
 
@@ -116,8 +115,8 @@ async def _run(minutes: float, rate: float, broker: Service, redis_service: Serv
             samples.append(
                 {
                     "t": round(time.monotonic() - started, 1),
-                    "worker_rss_mb": _rss_mb(procs["worker"].pid),
-                    "gateway_rss_mb": _rss_mb(procs["gateway"].pid),
+                    "worker_rss_mb": rss_mb(procs["worker"].pid),
+                    "gateway_rss_mb": rss_mb(procs["gateway"].pid),
                     "redis_mb": int(client.info("memory")["used_memory"]) / 2**20,
                     "backlog": produced_so_far - _events_read(metrics_port),
                 }

@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from agents.scoring import Award
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY
 from dashboards.tokens import issue_token
-from pitstop.services import free_port, start_redis
+from pitstop.services import free_port, rss_mb, start_redis
 from state.league import League, LedgerRecord, board_key
 
 SECRET = "stalled-kiosk-scenario-secret-0123456789"
@@ -54,13 +53,6 @@ class Phase:
             "max_ms": round(float(values.max()), 1),
             "gateway_rss_mb": round(self.rss_mb, 1),
         }
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _masked_text_frame(payload: bytes) -> bytes:
@@ -171,7 +163,7 @@ async def _run(clients: int, rate: float, phase_s: float) -> dict[str, Any]:
         tasks = [asyncio.create_task(kiosk()) for _ in range(clients)]
         tasks.append(asyncio.create_task(drive()))
         await asyncio.sleep(phase_s)
-        phase.rss_mb = _rss_mb(gateway.pid)
+        phase.rss_mb = rss_mb(gateway.pid)
         result_a = phase.summary()
 
         phase = Phase("B")
@@ -184,7 +176,7 @@ async def _run(clients: int, rate: float, phase_s: float) -> dict[str, Any]:
                 cut_after = round(time.monotonic() - stalled_at, 1)
             if cut_after is not None and time.monotonic() - stalled_at >= phase_s:
                 break
-        phase.rss_mb = _rss_mb(gateway.pid)
+        phase.rss_mb = rss_mb(gateway.pid)
         result_b = phase.summary()
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

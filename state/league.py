@@ -180,12 +180,6 @@ class League:
         raw = await self.redis.hgetall(f"{self.ns}:ledger-offsets")
         return {int(k): int(v) for k, v in raw.items()}
 
-    async def board_names(self) -> list[str]:
-        """Every board in the namespace (for rebuild checks and admin)."""
-        prefix = f"{self.ns}:"
-        names = [_text(k)[len(prefix) :] async for k in self.redis.scan_iter(match=f"{prefix}lg:*", count=1000)]
-        return sorted(names)
-
     async def clear(self) -> int:
         """Delete the league's projection keys (boards, versions, applied ids, offsets, recent awards).
 

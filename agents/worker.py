@@ -15,8 +15,11 @@ again by the next worker.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,7 +41,7 @@ from config.directory import Directory, load_directory
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
-from streams.events import scrub_payload
+from streams.events import scrub_key, scrub_payload
 from streams.topics import Topics, read_partition
 
 log = logging.getLogger("pitstop.worker")
@@ -50,6 +53,7 @@ SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app. Raw bytes in and out: decoding is ours (orjson + the published schemas)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -69,6 +73,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_interval=1.0,
         stream_wait_empty=False,  # on shutdown do not wait for buffers we will not ack anyway
+        datadir=str(settings.data_dir / settings.app_id),
         agent_supervisor=mode.CrashingSupervisor,
     )
 
@@ -159,9 +164,8 @@ class Scorer:
                 value = value[: self.settings.max_event_bytes]  # keep the head; the header says why
             if value is not None:
                 value = scrub_payload(value)  # dead letters are kept for weeks: no phone numbers in them
-            pending.append(
-                await producer.send(self.topics.dead_letters, letter.record.key, value, None, None, letter.headers())
-            )
+            key = scrub_key(letter.record.key) if letter.record.key is not None else None
+            pending.append(await producer.send(self.topics.dead_letters, key, value, None, None, letter.headers()))
         if pending:
             await asyncio.gather(*pending)  # every record acked by the broker (acks=all)
 
@@ -289,6 +293,29 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     return app, scorer
 
 
+class BoundedWorker(faust.Worker):
+    """A Faust worker whose shutdown cannot hang. After a broker restart we saw a worker wait on its
+    agents for more than 30 s after SIGTERM; an orchestrator would then kill it anyway. Stopping hard is
+    safe here (offsets are committed only after their effects are durable), so after
+    ``shutdown_timeout_s`` the worker dumps its threads' stacks to stderr, for diagnosis, and exits."""
+
+    def __init__(self, app: faust.App, *, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            timer = threading.Timer(self.shutdown_timeout_s, self._exit_hard)
+            timer.daemon = True
+            timer.start()
+        super()._schedule_shutdown(signal)
+
+    def _exit_hard(self) -> None:
+        log.error("shutdown did not finish within %.0fs; exiting now (no effect is lost)", self.shutdown_timeout_s)
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+
 def run_worker(settings: Settings) -> None:
     """``pitstop worker``: create topics, serve /metrics, run the agents until SIGINT/SIGTERM."""
     from streams.topics import ensure_topics
@@ -301,5 +328,5 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.bind_host, registry=registry)
         log.info("worker metrics on http://%s:%d/metrics", settings.bind_host, settings.worker_metrics_port)
-    worker = faust.Worker(app, loglevel="INFO", quiet=True, loop=loop)
+    worker = BoundedWorker(app, shutdown_timeout_s=settings.shutdown_timeout_s, loglevel="INFO", quiet=True, loop=loop)
     worker.execute_from_commandline()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ class Settings:
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     push_hz: float = 10.0
+    shutdown_timeout_s: float = 20.0  # a worker that has not stopped this long after SIGTERM exits hard
+    # Faust's scratch folder. Nothing durable lives there (tables are in memory; Kafka and Redis hold
+    # the state), so the default is under the system's temporary folder, not the working directory.
+    data_dir: Path = Path(tempfile.gettempdir()) / "pitstop"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -93,6 +98,8 @@ class Settings:
                 "BROKER_HEARTBEAT_INTERVAL_S", d.broker_heartbeat_interval_s, _float_between(0.1, 100)
             ),
             push_hz=get("PUSH_HZ", d.push_hz, _float_between(0.1, 10)),
+            shutdown_timeout_s=get("SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s, _float_between(1, 600)),
+            data_dir=get("DATA_DIR", d.data_dir, Path),
         )
         if settings.broker_heartbeat_interval_s * 3 > settings.broker_session_timeout_s:
             raise SettingsError(

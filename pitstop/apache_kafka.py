@@ -368,6 +368,7 @@ class ApacheKafka:
         self._port: int | None = None
         self._controller_port: int | None = None
         self._run_dir: Path | None = None
+        self._command: list[str] = []
         self._lock = threading.Lock()
         #: of the last start(): seconds in StorageTool format, and from launch to the first answered request
         self.format_seconds: float | None = None
@@ -501,10 +502,14 @@ class ApacheKafka:
                 f"kafka.tools.StorageTool format failed (exit {res.returncode}):\n"
                 f"{_tail(res.stdout)}\n{_tail(res.stderr)}"
             )
-        cmd = [*self._java_base(java, libs, self._jvm_opts, run / "logs"), "kafka.Kafka", str(props_path)]
-        with (run / "logs" / "stdout.log").open("wb") as out:
+        self._command = [*self._java_base(java, libs, self._jvm_opts, run / "logs"), "kafka.Kafka", str(props_path)]
+        self._launch()
+
+    def _launch(self) -> None:
+        run = self.run_dir
+        with (run / "logs" / "stdout.log").open("ab") as out:
             self._proc = subprocess.Popen(
-                cmd,
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -543,6 +548,25 @@ class ApacheKafka:
             else:
                 self.ready_seconds = time.monotonic() - t0
                 return
+
+    def bounce(self, *, kill: bool = False, down_s: float = 1.0) -> float:
+        """Stop the broker (SIGTERM, a controlled shutdown, or SIGKILL), keep its data, start it again on
+        the same ports ``down_s`` later and wait until it answers. Returns the seconds it was unreachable."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise ApacheKafkaError("broker not running")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            time.sleep(down_s)
+            self._launch()
+            self._wait_ready()
+            return time.monotonic() - t0
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Kafka's shutdown hook stops it cleanly), SIGKILL after ``timeout`` s, then clean up."""

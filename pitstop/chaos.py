@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +100,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
     kills: int = 0
     starts: int = 0
+    crashes: int = 0  # exits nobody asked for, found (and restarted) while waiting for the league
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -126,6 +128,18 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         self.kills += 1
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays alive but silent, as in a long GC pause or a frozen VM."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -261,10 +275,11 @@ def run_scenario(
         asyncio.run(drive())
         expected = Oracle(settings.rules_path, settings.directory_path).fold(plan.valid_events)
         client = redis.Redis.from_url(redis_url)
-        _wait_until_settled(client, namespace, len(expected), worker, timeout=300)
+        _wait_until_settled(client, namespace, len(expected), [worker], timeout=300)
         kills_done = worker.kills if scenario == "G1" else kills
         report = _check(bootstrap, topics, client, namespace, plan, expected, kills=kills_done, started=t0)
         report.scenario = f"{scenario}-quick" if quick else scenario
+        report.details["worker_crashes"] = worker.crashes
         if scenario == "G3":
             report.rebuild_diff, report.rebuild_seconds = _flush_and_rebuild(
                 bootstrap, topics, redis_url, client, namespace
@@ -391,14 +406,16 @@ def measure_rebuild(awards: int, *, seed: int = 1) -> dict[str, Any]:
 
 
 def _wait_until_settled(
-    client: redis.Redis, namespace: str, expected: int, worker: WorkerProcess, timeout: float
+    client: redis.Redis, namespace: str, expected: int, workers: Sequence[WorkerProcess], timeout: float
 ) -> None:
     """Wait until the league has applied as many awards as expected and stopped changing."""
     deadline = time.monotonic() + timeout
     last, stable_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        if worker.process is not None and worker.process.poll() is not None:
-            worker.start()  # a crash is part of the game; the checker will tell if it cost anything
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is not None:
+                worker.crashes += 1  # reported; the checker tells whether it cost anything
+                worker.start()
         applied = sum(int(client.hlen(k)) for k in client.scan_iter(match=f"{namespace}:applied:*"))
         if applied != last:
             last, stable_since = applied, time.monotonic()

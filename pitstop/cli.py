@@ -76,16 +76,19 @@ def parser() -> argparse.ArgumentParser:
     chaos = sub.add_parser("chaos", help="reliability scenarios (kills, Redis loss, stalled kiosk, soak) with checks")
     chaos.add_argument(
         "--scenario",
-        choices=["G1", "G3", "G6", "G7"],
+        choices=["G1", "G2", "G3", "G5", "G6", "G7"],
         default="G1",
-        help="G1 kills the worker, G3 kills Redis, G6 stalls a kiosk among 50, G7 soaks",
+        help="G1 kills the worker, G2 rebalances two workers and bounces Apache Kafka, G3 kills Redis, "
+        "G5 fuzzes the edge through the broker, G6 stalls a kiosk among 50, G7 soaks",
     )
     chaos.add_argument("--minutes", type=_positive, help="G7 soak length (default 30, or 1.5 with --quick)")
     chaos.add_argument("--rate", type=_positive, default=200.0, help="G7 events per second (default 200)")
-    chaos.add_argument("--quick", action="store_true", help="a short run for CI (~5k events, 3 kills)")
+    chaos.add_argument("--quick", action="store_true", help="a short run, as CI does")
     chaos.add_argument("--json", action="store_true", help="print one JSON object")
     chaos.add_argument("--seed", type=_count, default=1)
-    chaos.add_argument("--events", type=_count, help="events to produce (default 5000 quick, 50000 full)")
+    chaos.add_argument(
+        "--events", type=_count, help="events or inputs (G1/G3 5k|50k, G2 4k|30k, G5 2k|10k: quick|full)"
+    )
     chaos.add_argument("--kills", type=_count, help="SIGKILLs of the worker (default 3 quick, 20 full)")
     chaos.add_argument(
         "--rebuild-awards", type=_count, metavar="N", help="instead: time a rebuild of a ledger of N awards"
@@ -126,6 +129,14 @@ def _run(args: argparse.Namespace) -> int:
             from pitstop.soak import main as soak_main
 
             return soak_main(as_json=args.json, minutes=args.minutes or (1.5 if args.quick else 30.0), rate=args.rate)
+        if args.scenario == "G2":
+            from pitstop.rebalance import main as rebalance_main
+
+            return rebalance_main(quick=args.quick, as_json=args.json, seed=args.seed, events=args.events)
+        if args.scenario == "G5":
+            from pitstop.fuzz import main as fuzz_main
+
+            return fuzz_main(quick=args.quick, as_json=args.json, seed_=args.seed, count=args.events)
         if args.scenario == "G6":
             from pitstop.stall import main as stall_main
 

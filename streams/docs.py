@@ -19,7 +19,7 @@ ERROR_KINDS = [
     ("invalid_value", "an impossible value: rating 7, NPS 11, negative amount, bad time format, unknown enum value"),
     ("future_event_time", "`occurred_at` more than 15 minutes ahead of the worker's clock (configurable)"),
     ("inconsistent", "facts that contradict each other (opened after it closed, a deadline before the start)"),
-    ("personal_data", "`customer_ref` is a phone number"),
+    ("personal_data", "`customer_ref`, an `*_id` or `awarded_by` is a phone number (ids of up to 9 digits pass)"),
     ("wrong_topic", "an event on another family's topic (a ticket on `jobcards`)"),
     ("unknown_reference", "a centre or staff id that is not in the directory"),
     ("internal_error", "scoring the event failed (a bug); the event is kept for replay"),

@@ -38,6 +38,9 @@ PHONE_LIKE = re.compile(r"\+?\d(?:[\s.\-()]?\d){6,}")
 # A customer reference that is a phone number behind at most a short tag ("c9876543210", "tel+91...",
 # "cust_9876543210"). A token that merely ends in digits ("cust_fjoykb3546446") is not one.
 PHONE_REF = re.compile(r"^(?:[A-Za-z]{1,4}[_-]?)?\+?\d{7,15}$")
+# An identifier that is nothing but a phone number (10-15 digits, perhaps with + and separators): some
+# source systems key job cards or tickets by the customer's mobile. Shorter numeric ids pass.
+PHONE_ID = re.compile(r"^\+?\d(?:[\s.\-]?\d){9,14}$")
 
 
 class InvalidEvent(ValueError):
@@ -206,6 +209,13 @@ def _check_personal_data(payload: Mapping[str, Any]) -> None:
     ref = payload.get("customer_ref")
     if isinstance(ref, str) and PHONE_REF.match(ref):
         raise InvalidEvent(PERSONAL_DATA, "customer_ref looks like a phone number; send a pseudonymous reference")
+    ids = [(k, v) for k, v in payload.items() if k.endswith("_id") or k == "awarded_by"]
+    people = payload.get("people")
+    if isinstance(people, list):
+        ids += [(f"people[{n}].staff_id", p.get("staff_id")) for n, p in enumerate(people) if isinstance(p, dict)]
+    for name, value in ids:
+        if isinstance(value, str) and PHONE_ID.match(value):
+            raise InvalidEvent(PERSONAL_DATA, f"{name} looks like a phone number; use an id that is not one")
 
 
 def redact(text: str) -> str:
@@ -219,8 +229,8 @@ _PHONE_LIKE_BYTES = re.compile(PHONE_LIKE.pattern.encode())
 def scrub_payload(raw: bytes) -> bytes:
     """A rejected record's value with phone-number-like runs masked, for the dead-letter topic.
 
-    A JSON object keeps its shape (only string values change; date-time fields are left alone, their
-    digits are not phone numbers); anything else is masked byte-wise.
+    A JSON object keeps its shape (only string values change; a ``*_at`` field holding a real date-time
+    is left alone, its digits are not a phone number); anything else is masked byte-wise.
     """
     try:
         payload = orjson.loads(raw)
@@ -230,9 +240,14 @@ def scrub_payload(raw: bytes) -> bytes:
     return raw if scrubbed == payload else orjson.dumps(scrubbed)
 
 
+def scrub_key(raw: bytes) -> bytes:
+    """A rejected record's key with phone-number-like runs masked (keys are opaque bytes)."""
+    return _PHONE_LIKE_BYTES.sub(b"[redacted]", raw)
+
+
 def _scrub(value: Any, key: str) -> Any:
     if isinstance(value, str):
-        return value if key.endswith("_at") else redact(value)
+        return value if key.endswith("_at") and _is_time(value) else redact(value)
     if isinstance(value, dict):
         return {redact(str(k)): _scrub(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -240,6 +255,14 @@ def _scrub(value: Any, key: str) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and PHONE_LIKE.fullmatch(str(abs(value))):
         return "[redacted]"  # a phone number sent as a JSON number
     return value
+
+
+def _is_time(value: str) -> bool:
+    try:
+        parse_time(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _human(delta: timedelta) -> str:

@@ -152,11 +152,16 @@ def topic_for(topics: Topics, event: dict[str, object]) -> str:
     return topics.name(FAMILY_TOPICS[str(event["type"]).split(".", 1)[0]])
 
 
-async def produce_at_rate(bootstrap: str, records: Iterable[tuple[str, bytes, bytes]], rate: float) -> int:
-    """Produce ``(topic, key, value)`` records open-loop at ``rate`` per second; returns how many."""
+async def produce_at_rate(
+    bootstrap: str, records: Iterable[tuple[str, bytes, bytes]], rate: float, *, idempotent: bool = False
+) -> int:
+    """Produce ``(topic, key, value)`` records open-loop at ``rate`` per second; returns how many.
+
+    ``idempotent`` keeps the producer's retries across a broker restart from writing a record twice
+    (Apache Kafka; the embedded broker has no producer ids)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, enable_idempotence=idempotent)
     await producer.start()
     sent = 0
     loop = asyncio.get_running_loop()

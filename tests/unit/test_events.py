@@ -307,6 +307,42 @@ def test_bare_phone_number_customer_ref_is_personal_data(ref: str) -> None:
     assert refused(payload("survey.csat", customer_ref=ref)).kind == "personal_data"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("survey_id", "9876543210"),
+        ("event_id", "919876543210"),
+        ("centre_id", "98765-43210"),
+        ("survey_id", "+919876543210"),
+    ],
+)
+def test_an_id_that_is_a_phone_number_is_personal_data(field: str, value: str) -> None:
+    """Some source systems key records by the customer's mobile: such an id is refused, not echoed."""
+    error = refused(payload("survey.csat", **{field: value}))
+    assert error.kind in ("personal_data", "invalid_value")
+    assert "98765" not in error.message
+    if "+" not in value:  # '+' is outside the id pattern; the others reach the personal-data check
+        assert (error.kind, error.message) == (
+            "personal_data",
+            f"{field} looks like a phone number; use an id that is not one",
+        )
+
+
+def test_a_staff_id_that_is_a_phone_number_is_personal_data() -> None:
+    """The people list is checked too, with the position in the message."""
+    error = refused(payload("survey.csat", people=[{"staff_id": "9876543210", "role": "service_advisor"}]))
+    assert (error.kind, error.message) == (
+        "personal_data",
+        "people[0].staff_id looks like a phone number; use an id that is not one",
+    )
+
+
+@pytest.mark.parametrize("value", ["123456789", "SO-4500012345", "JC-2026-000123"])
+def test_short_numeric_or_prefixed_ids_pass(value: str) -> None:
+    """Numeric ids of up to 9 digits and prefixed ids are ordinary ids."""
+    assert decode_event(orjson.dumps(payload("survey.csat", survey_id=value)), now=NOW).data["survey_id"] == value
+
+
 @pytest.mark.parametrize("ref", ["cust_5e1c9a2b7d", "cust_123456a", "crm-0042-ab", "cust_fjoykb3546446"])
 def test_hash_like_customer_ref_with_digits_is_accepted(ref: str) -> None:
     """A pseudonymous reference that contains digits but is not a phone number decodes."""

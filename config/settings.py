@@ -99,7 +99,7 @@ class Settings:
             ),
             push_hz=get("PUSH_HZ", d.push_hz, _float_between(0.1, 10)),
             shutdown_timeout_s=get("SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s, _float_between(1, 600)),
-            data_dir=get("DATA_DIR", d.data_dir, Path),
+            data_dir=get("DATA_DIR", d.data_dir, _folder),
         )
         if settings.broker_heartbeat_interval_s * 3 > settings.broker_session_timeout_s:
             raise SettingsError(
@@ -140,6 +140,13 @@ def _existing_path(raw: str) -> Path:
     path = Path(raw)
     if not path.exists():
         raise ValueError("no such file or directory")
+    return path
+
+
+def _folder(raw: str) -> Path:
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise ValueError("exists and is not a directory")
     return path
 
 

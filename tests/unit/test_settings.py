@@ -69,6 +69,8 @@ def test_valid_values_are_parsed(tmp_path: Path) -> None:
         ("RULES", "/nonexistent/pitstop/rules.yaml", "no such file or directory"),
         ("TOPIC_PREFIX", "bad prefix", "expected 1-63 characters of letters, digits, '.', '_' or '-'"),
         ("BIND_HOST", "a b", "expected a host name or IP address"),
+        ("SHUTDOWN_TIMEOUT_S", "0", "expected a number from 1 to 600"),
+        ("DATA_DIR", "/etc/hostname", "exists and is not a directory"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str, expected: str) -> None:

@@ -7,14 +7,18 @@ rounded half up to a whole number. See ``config/rules/default.yaml`` for the for
 
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from config.loading import ConfigError, Located, load_yaml
 from streams.contract import DERIVED_FACTS, EVENT_TYPES, ROLES
@@ -34,7 +38,80 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "in": lambda a, b: a in b,
 }
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
-_RULE_KEYS = {"id", "version", "event", "roles", "when", "points", "multipliers", "why"}
+_RULE_KEYS = {
+    "id",
+    "version",
+    "event",
+    "roles",
+    "when",
+    "points",
+    "multipliers",
+    "why",
+    "effective_from",
+    "effective_to",
+}
+FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
+# The Python expression constructs a rule may use: arithmetic, comparisons, and/or/not, x if c else y,
+# tuples/lists for `in`, and the functions above. No attributes, subscripts, lambdas or comprehensions.
+_ALLOWED_NODES: frozenset[type[ast.AST]] = frozenset(
+    {
+        ast.Expression,
+        ast.BoolOp,
+        ast.And,
+        ast.Or,
+        ast.UnaryOp,
+        ast.Not,
+        ast.USub,
+        ast.UAdd,
+        ast.BinOp,
+        ast.Add,
+        ast.Sub,
+        ast.Mult,
+        ast.Div,
+        ast.Mod,
+        ast.Compare,
+        ast.Eq,
+        ast.NotEq,
+        ast.Lt,
+        ast.LtE,
+        ast.Gt,
+        ast.GtE,
+        ast.In,
+        ast.NotIn,
+        ast.Name,
+        ast.Load,
+        ast.Constant,
+        ast.Tuple,
+        ast.List,
+        ast.Call,
+        ast.IfExp,
+    }
+)
+_NODE_NAMES: dict[type[ast.AST], str] = {
+    ast.Attribute: "attribute access (a.b)",
+    ast.Subscript: "indexing (a[b])",
+    ast.Pow: "powers (**)",
+    ast.Lambda: "lambda",
+    ast.ListComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.NamedExpr: "assignment (:=)",
+    ast.Dict: "dict literals",
+    ast.Set: "set literals",
+    ast.JoinedStr: "f-strings",
+    ast.Starred: "starred arguments",
+    ast.FloorDiv: "floor division (//)",
+    ast.BitAnd: "bit operators",
+    ast.BitOr: "bit operators",
+    ast.BitXor: "bit operators",
+    ast.LShift: "bit operators",
+    ast.RShift: "bit operators",
+    ast.Invert: "bit operators",
+    ast.Is: "'is' (use ==)",
+    ast.keyword: "keyword arguments (name=value)",
+    ast.IsNot: "'is not' (use !=)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +119,9 @@ class Condition:
     fact: str
     op: str
     value: Any
+
+    def reads(self) -> tuple[str, ...]:
+        return (self.fact,)
 
     def holds(self, facts: Facts) -> bool:
         actual = facts.get(self.fact)
@@ -54,9 +134,55 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class Expression:
+    """A safe expression over an event's facts, e.g. ``rating >= 4 and feedback_length > 20`` or
+    ``min(amount / 1000, 50)``. Validated when the pack loads (allowed constructs, known facts and
+    functions); evaluated with simpleeval. Numbers are Decimals, so ``0.1 + 0.2 == 0.3``."""
+
+    source: str
+    tree: ast.AST  # simpleeval's parse of the source, float literals turned into Decimals
+    names: tuple[str, ...]
+    # One evaluator per expression, its names swapped per call: building one costs ~50 us, more than
+    # the evaluation. Scoring runs on one thread (the worker's event loop).
+    evaluator: EvalWithCompoundTypes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # simpleeval adds its own names to the functions dict it is given, hence the copy
+        object.__setattr__(self, "evaluator", EvalWithCompoundTypes(functions=dict(FUNCTIONS)))
+
+    def reads(self) -> tuple[str, ...]:
+        return self.names
+
+    def value(self, facts: Facts) -> Any:
+        """The expression's value; raises :class:`ExpressionError` when it cannot be computed for these
+        facts (a fact missing from the event, a division by zero, a string compared with a number)."""
+        names = {n: _number(facts[n]) for n in self.names if facts.get(n) is not None}
+        try:
+            self.evaluator.names = names
+            return self.evaluator.eval(self.source, previously_parsed=self.tree)
+        except (InvalidExpression, TypeError, ArithmeticError, ValueError) as exc:
+            raise ExpressionError(f"{self.source}: {type(exc).__name__}") from None
+
+    def holds(self, facts: Facts) -> bool:
+        """As a condition: true only when it evaluates to exactly ``True``."""
+        try:
+            return self.value(facts) is True
+        except ExpressionError:
+            return False
+
+
+class ExpressionError(ValueError):
+    """An expression has no value for an event's facts; the rule does not fire."""
+
+
+def _number(value: Any) -> Any:
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+@dataclass(frozen=True, slots=True)
 class Multiplier:
     name: str
-    when: tuple[Condition, ...]
+    when: tuple[Condition | Expression, ...]
     factor: Decimal
 
 
@@ -66,19 +192,29 @@ class Rule:
     version: int
     on: str
     roles: frozenset[str]
-    when: tuple[Condition, ...]
-    points: int | str  # a whole number, or the name of the fact holding the points
+    when: tuple[Condition | Expression, ...]
+    points: int | str | Expression  # a whole number, the name of the fact holding them, or a formula
     multipliers: tuple[Multiplier, ...]
     why: str
     line: int = 0
+    effective_from: datetime | None = None  # by event time: from (inclusive) ...
+    effective_to: datetime | None = None  # ... to (exclusive)
+
+    def in_effect(self, occurred_at: datetime) -> bool:
+        """Whether an event at this event time falls in the rule's effective window."""
+        if self.effective_from is not None and occurred_at < self.effective_from:
+            return False
+        return self.effective_to is None or occurred_at < self.effective_to
 
     def reads(self) -> tuple[str, ...]:
         """The facts this rule reads, in a stable order (recorded on each award as its inputs)."""
-        names: list[str] = [c.fact for c in self.when]
+        names: list[str] = [n for c in self.when for n in c.reads()]
         for m in self.multipliers:
-            names += [c.fact for c in m.when]
+            names += [n for c in m.when for n in c.reads()]
         if isinstance(self.points, str):
             names.append(self.points)
+        elif isinstance(self.points, Expression):
+            names += self.points.reads()
         names += [n for _, n, _, _ in string.Formatter().parse(self.why) if n]
         return tuple(dict.fromkeys(names))
 
@@ -168,12 +304,21 @@ def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
     """Apply one rule to an event's facts; ``None`` when it does not fire or gives no points."""
     if not all(c.holds(facts) for c in rule.when):
         return None
-    base = facts.get(rule.points) if isinstance(rule.points, str) else rule.points
-    if isinstance(base, float) and base.is_integer():  # JSON Schema's "integer" accepts 25.0
-        base = int(base)
-    if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
-        return None
-    total = Decimal(base)
+    if isinstance(rule.points, Expression):
+        try:
+            formula = rule.points.value(facts)
+        except ExpressionError:
+            return None
+        if not isinstance(formula, int | Decimal) or isinstance(formula, bool) or not formula > 0:
+            return None  # a formula that gives no positive number awards nothing
+        total = Decimal(formula)
+    else:
+        base = facts.get(rule.points) if isinstance(rule.points, str) else rule.points
+        if isinstance(base, float) and base.is_integer():  # JSON Schema's "integer" accepts 25.0
+            base = int(base)
+        if not isinstance(base, int) or isinstance(base, bool) or base <= 0:
+            return None
+        total = Decimal(base)
     applied: list[tuple[str, str]] = []
     for multiplier in rule.multipliers:
         if all(c.holds(facts) for c in multiplier.when):
@@ -218,16 +363,36 @@ def load_rule_pack(path: Path) -> RulePack:
     if not isinstance(items, list) or not items:
         raise top.error("'rules' must be a non-empty list")
     rules: list[Rule] = []
-    seen: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ConfigError(path, None, f"rules[{index}] must be a mapping")
         rule = _rule(Located(item, path, lines.get(id(item), 0)), lines)
-        if rule.id in seen:
-            raise ConfigError(path, rule.line, f"rule id {rule.id!r} is used twice")
-        seen.add(rule.id)
+        for other in rules:
+            if other.id != rule.id:
+                continue
+            # One id may appear again as a new version that takes over at a date: versions differ and
+            # their effective windows do not overlap, so an event meets at most one of them.
+            if other.version == rule.version:
+                raise ConfigError(path, rule.line, f"rule {rule.id} version {rule.version} is defined twice")
+            if _overlap(other, rule):
+                raise ConfigError(
+                    path,
+                    rule.line,
+                    f"rule {rule.id}: versions {other.version} and {rule.version} are in effect at the same time "
+                    f"(give them effective_from / effective_to windows that do not overlap)",
+                )
         rules.append(rule)
     return RulePack(name, version, tuple(rules), str(path))
+
+
+def _overlap(a: Rule, b: Rule) -> bool:
+    def starts(r: Rule) -> datetime:
+        return r.effective_from or datetime.min.replace(tzinfo=UTC)
+
+    def ends(r: Rule) -> datetime:
+        return r.effective_to or datetime.max.replace(tzinfo=UTC)
+
+    return starts(a) < ends(b) and starts(b) < ends(a)
 
 
 def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
@@ -254,13 +419,22 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     known = _known_facts(on)
     when = _conditions(row, label, item.get("when", {}), known)
     points_spec = item.get("points")
-    points: int | str
+    points: int | str | Expression
     if isinstance(points_spec, int) and not isinstance(points_spec, bool) and 1 <= points_spec <= 100_000:
         points = points_spec
     elif isinstance(points_spec, dict) and set(points_spec) == {"fact"} and points_spec["fact"] in known:
         points = str(points_spec["fact"])
+    elif isinstance(points_spec, str):
+        points = _expression(row, f"{label}: 'points'", points_spec, known)
     else:
-        raise row.error(f"{label}: 'points' must be a whole number from 1 to 100000, or {{fact: NAME}}")
+        raise row.error(
+            f"{label}: 'points' must be a whole number from 1 to 100000, {{fact: NAME}} or a formula such as "
+            '"min(amount / 1000, 50)"'
+        )
+    effective_from = _moment(row, label, "effective_from", item.get("effective_from"))
+    effective_to = _moment(row, label, "effective_to", item.get("effective_to"))
+    if effective_from is not None and effective_to is not None and effective_to <= effective_from:
+        raise row.error(f"{label}: 'effective_to' must be later than 'effective_from'")
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -275,7 +449,67 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     for placeholder in placeholders:
         if placeholder not in known:
             raise row.error(f"{label}: 'why' uses {{{placeholder}}}, which is not a fact of {on}")
-    return Rule(rule_id, version, on, frozenset(roles), when, points, multipliers, why, row.line)
+    return Rule(
+        rule_id, version, on, frozenset(roles), when, points, multipliers, why, row.line, effective_from, effective_to
+    )
+
+
+def _moment(row: Located, label: str, key: str, value: Any) -> datetime | None:
+    """An effective date: a date-time with its UTC offset (YAML may already have parsed it)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = parse_time(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise row.error(
+            f"{label}: '{key}' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30 "
+            "(a bare date would mean a different moment in every time zone)"
+        )
+    return value
+
+
+def _expression(row: Located, label: str, source: str, known: frozenset[str]) -> Expression:
+    """Parse and check an expression: allowed constructs only, known facts, known functions."""
+    text = source.strip()
+    if not text or len(text) > 500:
+        raise row.error(f"{label}: an expression is 1-500 characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        where = f" at column {exc.offset}" if exc.offset else ""
+        raise row.error(f"{label}: not a valid expression ({exc.msg}{where}): {text}") from None
+    for node in ast.walk(tree):
+        if type(node) not in _ALLOWED_NODES:
+            what = _NODE_NAMES.get(type(node), type(node).__name__)
+            raise row.error(f"{label}: {what} not allowed in a rule expression: {text}")
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                shown = node.func.id if isinstance(node.func, ast.Name) else "?"
+                raise row.error(f"{label}: unknown function {shown}() (allowed: {', '.join(FUNCTIONS)})")
+            if not node.args:
+                raise row.error(f"{label}: {node.func.id}() needs at least one argument")
+        elif isinstance(node, ast.Name) and not _is_function(tree, node):
+            if node.id not in known:
+                hint = difflib.get_close_matches(node.id, sorted(known), n=1)
+                suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+                raise row.error(f"{label}: unknown fact {node.id!r} for this event type{suggestion}")
+            names.append(node.id)
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, bool | int | float | str | None):
+            raise row.error(f"{label}: only numbers, strings, true/false and None may be written: {text}")
+    evaluated = EvalWithCompoundTypes.parse(text)
+    for node in ast.walk(evaluated):  # exact decimal arithmetic: 0.1 + 0.2 == 0.3
+        if isinstance(node, ast.Constant) and isinstance(node.value, float):
+            node.value = cast(Any, Decimal(repr(node.value)))  # simpleeval returns constants as they are
+    return Expression(text, evaluated, tuple(dict.fromkeys(names)))
+
+
+def _is_function(tree: ast.AST, name: ast.Name) -> bool:
+    return any(isinstance(n, ast.Call) and n.func is name for n in ast.walk(tree))
 
 
 def _list(row: Located, label: str, key: str, value: Any) -> list[Any]:
@@ -299,12 +533,14 @@ def _multiplier(row: Located, label: str, item: Any, known: frozenset[str]) -> M
     return Multiplier(name, when, Decimal(str(factor)))
 
 
-def _conditions(row: Located, label: str, spec: Any, known: frozenset[str]) -> tuple[Condition, ...]:
+def _conditions(row: Located, label: str, spec: Any, known: frozenset[str]) -> tuple[Condition | Expression, ...]:
     if spec is None:
         return ()
+    if isinstance(spec, str):
+        return (_expression(row, f"{label}: 'when'", spec, known),)
     if not isinstance(spec, dict):
-        raise row.error(f"{label}: 'when' must map facts to values")
-    conditions: list[Condition] = []
+        raise row.error(f"{label}: 'when' must map facts to values, or be an expression such as \"rating >= 4\"")
+    conditions: list[Condition | Expression] = []
     for fact, test in spec.items():
         if fact not in known:
             raise row.error(f"{label}: unknown fact {fact!r} for this event type")

@@ -113,6 +113,8 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
     season = event.occurred_at.astimezone(centre.timezone).strftime("%Y-%m")
     awards: list[Award] = []
     for rule in rules:
+        if not rule.in_effect(event.occurred_at):
+            continue
         outcome = evaluate(rule, facts)
         if outcome is None:
             continue

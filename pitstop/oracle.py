@@ -10,6 +10,7 @@ formula is common, because it is the published contract of the ledger:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import operator
 from collections import defaultdict
@@ -84,7 +85,9 @@ _OPS: dict[str, Any] = {
 }
 
 
-def _holds(conditions: dict[str, Any] | None, facts: dict[str, Any]) -> bool:
+def _holds(conditions: dict[str, Any] | str | None, facts: dict[str, Any]) -> bool:
+    if isinstance(conditions, str):
+        return _expression(conditions, facts) is True
     for name, test in (conditions or {}).items():
         value = facts.get(name)
         if value is None:
@@ -99,6 +102,77 @@ def _holds(conditions: dict[str, Any] | None, facts: dict[str, Any]) -> bool:
     return True
 
 
+def _value(node: ast.AST, facts: dict[str, Any]) -> Any:
+    """A rule expression's value, by a plain walk of Python's own syntax tree (the engine uses simpleeval).
+    Raises ``LookupError`` for a fact the event does not have."""
+    if isinstance(node, ast.Expression):
+        return _value(node.body, facts)
+    if isinstance(node, ast.Constant):
+        return Decimal(repr(node.value)) if isinstance(node.value, float) else node.value
+    if isinstance(node, ast.Name):
+        value = facts.get(node.id)
+        if value is None:
+            raise LookupError(node.id)
+        return Decimal(str(value)) if isinstance(value, float) else value
+    if isinstance(node, ast.Tuple | ast.List):
+        return [_value(n, facts) for n in node.elts]
+    if isinstance(node, ast.BoolOp):
+        values = (_value(n, facts) for n in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp):
+        inner = _value(node.operand, facts)
+        return not inner if isinstance(node.op, ast.Not) else -inner if isinstance(node.op, ast.USub) else +inner
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)](_value(node.left, facts), _value(node.right, facts))
+    if isinstance(node, ast.Compare):
+        left = _value(node.left, facts)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = _value(right_node, facts)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.IfExp):
+        return _value(node.body if _value(node.test, facts) else node.orelse, facts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return {"min": min, "max": max, "abs": abs}[node.func.id](*(_value(a, facts) for a in node.args))
+    raise AssertionError(f"the oracle does not know {type(node).__name__}")
+
+
+_BINARY: dict[type[ast.AST], Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
+}
+_COMPARE: dict[type[ast.AST], Any] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+
+
+def _expression(source: str, facts: dict[str, Any]) -> Any:
+    try:
+        return _value(ast.parse(source.strip(), mode="eval"), facts)
+    except (LookupError, TypeError, ArithmeticError, ValueError):
+        return None  # no value for this event: the rule does not fire
+
+
+def _in_effect(rule: dict[str, Any], at: datetime) -> bool:
+    def moment(value: Any) -> datetime | None:
+        return None if value is None else value if isinstance(value, datetime) else _time(str(value))
+
+    start, end = moment(rule.get("effective_from")), moment(rule.get("effective_to"))
+    return (start is None or at >= start) and (end is None or at < end)
+
+
 class Oracle:
     def __init__(self, rules_path: Path, directory_path: Path) -> None:
         pack = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
@@ -111,12 +185,20 @@ class Oracle:
         centre = self.centres[event["centre_id"]]
         season = _time(event["occurred_at"]).astimezone(ZoneInfo(centre["timezone"])).strftime("%Y-%m")
         found: list[Expected] = []
+        occurred_at = _time(event["occurred_at"])
         for rule in self.rules:
-            if rule["event"] != event["type"] or not _holds(rule.get("when"), facts):
+            if rule["event"] != event["type"] or not _in_effect(rule, occurred_at):
+                continue
+            if not _holds(rule.get("when"), facts):
                 continue
             spec = rule["points"]
-            base = facts.get(spec["fact"]) if isinstance(spec, dict) else spec
-            total = Decimal(int(base or 0))
+            if isinstance(spec, str):  # a formula
+                base = _expression(spec, facts)
+                if not isinstance(base, int | Decimal) or isinstance(base, bool):
+                    continue
+            else:
+                base = int(facts.get(spec["fact"]) or 0) if isinstance(spec, dict) else spec
+            total = Decimal(base)
             for multiplier in rule.get("multipliers", []):
                 if _holds(multiplier["when"], facts):
                     total *= Decimal(str(multiplier["factor"]))

@@ -69,7 +69,7 @@ def test_default_pack_loads(pack: RulePack) -> None:
         "jobcard.early_defect",
     ]
     assert pack.rules_for("ticket.opened") == ()
-    assert rule_of(pack, "jobcard.flawless").line == 14
+    assert rule_of(pack, "jobcard.flawless").line == 15
 
 
 @pytest.mark.parametrize(
@@ -343,7 +343,10 @@ RULE = """\
 """
 LABEL = "rule survey.five: "
 FACTOR = f"{LABEL}multiplier boost: 'factor' must be a number above 0 and at most 10"
-POINTS = f"{LABEL}'points' must be a whole number from 1 to 100000, or {{fact: NAME}}"
+POINTS = (
+    f"{LABEL}'points' must be a whole number from 1 to 100000, {{fact: NAME}} or a formula such as "
+    '"min(amount / 1000, 50)"'
+)
 OPS = "write {op: value} with op one of eq, ne, lt, lte, gt, gte, in"
 
 
@@ -399,7 +402,7 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
             id="version-0",
         ),
         pytest.param(HEAD.replace("rules:\n", "rules: []\n"), 1, "'rules' must be a non-empty list", id="no-rules"),
-        pytest.param(HEAD + RULE + RULE, 11, "rule id 'survey.five' is used twice", id="duplicate-id"),
+        pytest.param(HEAD + RULE + RULE, 11, "rule survey.five version 1 is defined twice", id="duplicate-id"),
         pytest.param(
             HEAD + RULE.replace("survey.five", "Survey-Five"),
             4,
@@ -446,10 +449,18 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
             id="lt-string",
         ),
         pytest.param(
-            HEAD + RULE.replace("{rating: 5}", "[rating]"), 4, f"{LABEL}'when' must map facts to values", id="when-list"
+            HEAD + RULE.replace("{rating: 5}", "[rating]"),
+            4,
+            f"{LABEL}'when' must map facts to values, or be an expression such as \"rating >= 4\"",
+            id="when-list",
         ),
         pytest.param(HEAD + RULE.replace("points: 10", "points: 0"), 4, POINTS, id="points-0"),
-        pytest.param(HEAD + RULE.replace("points: 10", "points: ten"), 4, POINTS, id="points-ten"),
+        pytest.param(
+            HEAD + RULE.replace("points: 10", "points: ten"),
+            4,
+            f"{LABEL}'points': unknown fact 'ten' for this event type",
+            id="points-ten",
+        ),
         pytest.param(HEAD + RULE.replace("points: 10", "points: {fact: bonus}"), 4, POINTS, id="points-unknown-fact"),
         pytest.param(with_multiplier("{name: boost, when: {rating: 5}, factor: 0}"), 11, FACTOR, id="factor-0"),
         pytest.param(with_multiplier("{name: boost, when: {rating: 5}, factor: 11}"), 11, FACTOR, id="factor-11"),
@@ -486,13 +497,15 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "evnt: survey.csat"),
             4,
-            "unknown key(s): evnt (allowed: event, id, multipliers, points, roles, version, when, why)",
+            "unknown key(s): evnt (allowed: effective_from, effective_to, event, id, multipliers, points, roles, "
+            "version, when, why)",
             id="typo-key",
         ),
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "on: survey.csat"),
             4,
-            "unknown key(s): True (allowed: event, id, multipliers, points, roles, version, when, why)",
+            "unknown key(s): True (allowed: effective_from, effective_to, event, id, multipliers, points, roles, "
+            "version, when, why)",
             id="yaml-on-is-true",
         ),
         pytest.param(

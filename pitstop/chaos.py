@@ -560,11 +560,16 @@ def main(*, scenario: str, quick: bool, as_json: bool, seed: int, events: int | 
         broker_url=broker_url,
         redis_url=redis_url,
     )
-    result = {k: v for k, v in report.__dict__.items()}
+    return print_result(dict(report.__dict__), report.ok, as_json=as_json, logs=workdir)
+
+
+def print_result(result: dict[str, Any], ok: bool, *, as_json: bool, logs: Path | None = None) -> int:
+    """Print a scenario's result (one JSON object, or aligned lines and a verdict); its exit code."""
     if as_json:
         print(json.dumps(result))
     else:
+        width = max(map(len, result)) + 2
         for key, value in result.items():
-            print(f"{key:26} {value}")
-        print(f"{'verdict':26} {'PASS' if report.ok else 'FAIL'}  (logs in {workdir})")
-    return 0 if report.ok else 1
+            print(f"{key:{width}} {value}")
+        print(f"{'verdict':{width}} {'PASS' if ok else 'FAIL'}" + (f"  (logs in {logs})" if logs else ""))
+    return 0 if ok else 1

@@ -472,6 +472,8 @@ def _header(message: Any, name: str) -> str:
 
 
 def main(*, quick: bool, as_json: bool, seed_: int, count: int | None) -> int:
+    from pitstop.chaos import print_result
+
     workdir = Path(tempfile.mkdtemp(prefix="pitstop-g5-"))
     result = run(count=count or (2000 if quick else 10_000), at_seed=seed_, workdir=workdir)
     if quick:
@@ -483,10 +485,4 @@ def main(*, quick: bool, as_json: bool, seed_: int, count: int | None) -> int:
         and result["dead_letters_without_headers"] == 0
         and not any(result["phone_numbers_found"].values())
     )
-    if as_json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:30} {value}")
-        print(f"{'verdict':30} {'PASS' if ok else 'FAIL'}  (logs in {workdir})")
-    return 0 if ok else 1
+    return print_result(result, ok, as_json=as_json, logs=workdir)

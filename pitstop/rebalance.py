@@ -19,7 +19,6 @@ the report shows the injection really happened.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -35,7 +34,7 @@ import redis
 
 from config.settings import Settings
 from pitstop.apache_kafka import ApacheKafka
-from pitstop.chaos import Report, WorkerProcess, _check, _wait_until_settled, make_plan
+from pitstop.chaos import Report, WorkerProcess, _check, _wait_until_settled, make_plan, print_result
 from pitstop.oracle import Oracle
 from pitstop.services import free_port, start_redis
 from streams.simulator import produce_at_rate
@@ -210,11 +209,4 @@ def main(*, quick: bool, as_json: bool, seed: int, events: int | None) -> int:
     # The freeze must have produced a refused commit, or the scenario did not test what it claims.
     injected = failed_commits["after_thaw"] > 0
     result["failed_commit_injected"] = injected
-    ok = report.ok and injected
-    if as_json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:26} {value}")
-        print(f"{'verdict':26} {'PASS' if ok else 'FAIL'}  (logs in {workdir})")
-    return 0 if ok else 1
+    return print_result(result, report.ok and injected, as_json=as_json, logs=workdir)

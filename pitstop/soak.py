@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, Settings
 from dashboards.tokens import issue_token
+from pitstop.chaos import print_result
 from pitstop.services import Service, free_port, rss_mb, start_redis, start_tansu
 from streams.simulator import Simulator, produce_at_rate, topic_for
 from streams.topics import Topics, ensure_topics
@@ -171,10 +172,4 @@ def main(*, as_json: bool, minutes: float, rate: float) -> int:
         redis_service.stop()
         broker.stop()
     ok = result["final_backlog"] == 0 and result["worker_rss_growth_pct"] < 10 and result["gateway_rss_growth_pct"] < 10
-    if as_json:
-        print(orjson.dumps(result).decode())
-    else:
-        for key, value in result.items():
-            print(f"{key:24} {value}")
-        print(f"{'verdict':24} {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+    return print_result(result, ok, as_json=as_json)

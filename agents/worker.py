@@ -19,6 +19,7 @@ import faulthandler
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -312,8 +313,12 @@ class BoundedWorker(faust.Worker):
 
     def _exit_hard(self) -> None:
         log.error("shutdown did not finish within %.0fs; exiting now (no effect is lost)", self.shutdown_timeout_s)
-        faulthandler.dump_traceback(all_threads=True)
-        os._exit(1)
+        try:  # the process's own stderr: mode replaces sys.stderr with a logger that has no file descriptor
+            faulthandler.dump_traceback(file=sys.__stderr__ or sys.stderr, all_threads=True)
+        except (OSError, ValueError, NotImplementedError, AttributeError):
+            pass  # no stderr to write to: exit all the same
+        finally:
+            os._exit(1)
 
 
 def run_worker(settings: Settings) -> None:

@@ -514,19 +514,12 @@ def _ledger_bytes(messages: list[Any]) -> dict[str, bytes | None]:
 def _replay_diff(bootstrap: str, topics: Topics, ledger: dict[str, bytes | None]) -> tuple[int, int, int]:
     """G4: score every source record again from offset 0 (pure engine code, no seen marks) and compare
     with the ledger byte for byte. A deterministic engine changes nothing."""
-    from agents.pipeline import SourceRecord, decode_batch, score_decoded
+    from agents.pipeline import score_decoded
+    from agents.preview import decode_sources, read_sources
     from agents.rules import load_rule_pack
 
     settings = Settings.from_env()
-
-    async def read_sources() -> list[SourceRecord]:
-        records: list[SourceRecord] = []
-        for topic in topics.sources:
-            async for batch in read_topic(bootstrap, topic):
-                records += [SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in batch]
-        return records
-
-    decoded, _ = decode_batch(asyncio.run(read_sources()), topics=topics, now=datetime.now(UTC))
+    decoded = decode_sources(asyncio.run(read_sources(bootstrap, topics)), topics)
     result = score_decoded(
         decoded, pack=load_rule_pack(settings.rules_path), directory=load_directory(settings.directory_path)
     )

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,12 @@ def _positive(text: str) -> float:
     if not 0 < value <= 1_000_000:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 1000000")
     return value
+
+
+def _season(text: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a season: write YYYY-MM, e.g. 2026-11")
+    return text
 
 
 def _count(text: str) -> int:
@@ -93,6 +100,15 @@ def parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--rebuild-awards", type=_count, metavar="N", help="instead: time a rebuild of a ledger of N awards"
     )
+
+    rules = sub.add_parser("rules", help="preview a rule pack against the events already on the topics")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    diff = rules_sub.add_parser("diff", help="per person, the point and rank change NEW_PACK would make")
+    diff.add_argument("new_pack", type=Path, metavar="NEW_PACK", help="the rule pack to compare with PITSTOP_RULES")
+    diff.add_argument("--season", type=_season, help="YYYY-MM (default: the latest season on the topics)")
+    diff.add_argument("--centre", help="rank within one centre instead of the nation")
+    diff.add_argument("--limit", type=_count, default=50, help="people listed in the table (default 50)")
+    diff.add_argument("--json", action="store_true", help="print one JSON object with every change")
 
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
@@ -212,9 +228,30 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         print(f"sent {sent} events")
         return 0
+    if args.command == "rules":
+        return _rules_diff(settings, args)
     if args.command == "rebuild":
         return asyncio.run(_rebuild(settings, clear=not args.keep))
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def _rules_diff(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.preview import decode_sources, diff_packs, read_sources, render
+    from agents.rules import load_rule_pack
+    from config.directory import load_directory
+    from streams.topics import Topics
+
+    new_pack = load_rule_pack(args.new_pack)  # a pack that does not validate stops here, with file:line
+    old_pack = load_rule_pack(settings.rules_path)
+    directory = load_directory(settings.directory_path)
+    if args.centre is not None and args.centre not in directory.centres:
+        print(f"pitstop: no centre {args.centre!r} in {settings.directory_path}", file=sys.stderr)
+        return 2
+    topics = Topics.from_settings(settings)
+    decoded = decode_sources(asyncio.run(read_sources(settings.bootstrap_servers, topics)), topics)
+    diff = diff_packs(decoded, old_pack, new_pack, directory, season=args.season, centre=args.centre)
+    print(json.dumps(diff.to_json()) if args.json else render(diff, args.limit))
+    return 0
 
 
 async def _rebuild(settings: Settings, *, clear: bool) -> int:

@@ -19,6 +19,7 @@ the report shows the injection really happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -37,6 +38,7 @@ from pitstop.apache_kafka import ApacheKafka
 from pitstop.chaos import Report, WorkerProcess, _check, _wait_until_settled, make_plan, print_result
 from pitstop.oracle import Oracle
 from pitstop.services import free_port, start_redis
+from pitstop.soak import _events_read
 from streams.simulator import produce_at_rate
 from streams.topics import Topics, ensure_topics
 
@@ -98,6 +100,9 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
             frozen, other = workers[step.worker], workers["b" if step.worker == "a" else "a"]
             while not (await asyncio.to_thread(frozen.joined) and await asyncio.to_thread(other.joined)):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
+            # Freeze it while it is working, so it wakes up with offsets to commit: a worker that had read
+            # nothing yet only finds out from its heartbeat and rejoins without trying a commit.
+            await _until_processing(frozen)
             frozen.pause()
             await asyncio.sleep(FREEZE_S)  # past its session: the group evicts it and rebalances
             frozen.resume()
@@ -113,6 +118,19 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
             continue
         step.seconds = time.monotonic() - t0
         step.ended_at = time.time()
+
+
+async def _until_processing(worker: WorkerProcess) -> None:
+    """Wait (30 s at most) until the worker's count of events read has grown in three polls in a row."""
+    port = int(worker.env["PITSTOP_WORKER_METRICS_PORT"])
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            growing, last = 0, await asyncio.to_thread(_events_read, port)
+            while growing < 3:
+                await asyncio.sleep(0.3)
+                now = await asyncio.to_thread(_events_read, port)
+                growing = growing + 1 if now > last else 0
+                last = now
 
 
 def refused_commits(log_path: Path, since: float, until: float) -> int:

@@ -27,3 +27,35 @@ def test_sigterm_arms_the_hard_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         loop.run_until_complete(asyncio.sleep(0))
     finally:
         loop.close()
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_the_hard_exit_exits_even_when_stderr_has_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mode replaces sys.stderr with a logging proxy without fileno(); the stack dump must not stop the exit."""
+    loop = asyncio.new_event_loop()
+    try:
+        worker = BoundedWorker(create_app(Settings(data_dir=tmp_path)), shutdown_timeout_s=1, loop=loop, quiet=True)
+        codes: list[int] = []
+
+        def fake_exit(code: int) -> None:
+            codes.append(code)
+            raise _Exited
+
+        class NoFile:
+            def fileno(self) -> int:
+                raise NotImplementedError
+
+            def write(self, text: str) -> int:
+                return len(text)
+
+        monkeypatch.setattr("agents.worker.os._exit", fake_exit)
+        monkeypatch.setattr("sys.__stderr__", NoFile())
+        monkeypatch.setattr("sys.stderr", NoFile())
+        with pytest.raises(_Exited):
+            worker._exit_hard()
+        assert codes == [1]
+    finally:
+        loop.close()

@@ -313,12 +313,29 @@ class BoundedWorker(faust.Worker):
 
     def _exit_hard(self) -> None:
         log.error("shutdown did not finish within %.0fs; exiting now (no effect is lost)", self.shutdown_timeout_s)
-        try:  # the process's own stderr: mode replaces sys.stderr with a logger that has no file descriptor
-            faulthandler.dump_traceback(file=sys.__stderr__ or sys.stderr, all_threads=True)
-        except (OSError, ValueError, NotImplementedError, AttributeError):
+        stderr = sys.__stderr__ or sys.stderr  # mode replaces sys.stderr with a logger that has no file descriptor
+        try:
+            faulthandler.dump_traceback(file=stderr, all_threads=True)
+            for task in list(asyncio.all_tasks(self.loop)):  # where each coroutine waits (read-only, best effort)
+                print(f"task {task.get_name()}{' (cancelling)' if task.cancelling() else ''}:", file=stderr)
+                for line in _await_chain(task.get_coro()):
+                    print(f"  {line}", file=stderr)
+        except (OSError, ValueError, NotImplementedError, AttributeError, RuntimeError):
             pass  # no stderr to write to: exit all the same
         finally:
             os._exit(1)
+
+
+def _await_chain(awaitable: Any, depth: int = 30) -> list[str]:
+    """file:line of each coroutine a task is suspended in, outermost first (Task.print_stack shows one)."""
+    lines: list[str] = []
+    while awaitable is not None and depth > 0:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "ag_await", None)
+        depth -= 1
+    return lines
 
 
 def run_worker(settings: Settings) -> None:

@@ -260,8 +260,13 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _random_cluster_id() -> str:
-    """What Kafka's ``Uuid.randomUuid().toString()`` prints: 16 random bytes, base64url, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """What Kafka's ``Uuid.randomUuid().toString()`` prints: 16 random bytes, base64url, no padding, and,
+    like Kafka's own, never starting with '-' (the storage tool would read it as an option: 1 start in 64
+    failed with "argument --cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, _T]) -> _T:

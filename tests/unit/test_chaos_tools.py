@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from pitstop.fuzz import find_planted
 from pitstop.rebalance import plan_steps, refused_commits
 
@@ -49,3 +51,14 @@ def test_find_planted_sees_numbers_through_separators_but_not_across_lines() -> 
     assert find_planted("x 70123-45678.", planted) == {"7012345678"}
     assert find_planted("98765\n43210", planted) == set()
     assert find_planted("[redacted] 1763913456789", planted) == set()
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id starting with '-' is read by the storage tool as an option; such draws are redrawn."""
+    import uuid
+
+    from pitstop.apache_kafka import _random_cluster_id
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x00" * 16)])  # '-' first, then 'A'
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert _random_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"

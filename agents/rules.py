@@ -49,6 +49,7 @@ _RULE_KEYS = {
     "why",
     "effective_from",
     "effective_to",
+    "exclude",
 }
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
 # The Python expression constructs a rule may use: arithmetic, comparisons, and/or/not, x if c else y,
@@ -199,6 +200,7 @@ class Rule:
     line: int = 0
     effective_from: datetime | None = None  # by event time: from (inclusive) ...
     effective_to: datetime | None = None  # ... to (exclusive)
+    exclude_groups: frozenset[str] = frozenset()  # directory groups this rule never awards
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -435,6 +437,12 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     effective_to = _moment(row, label, "effective_to", item.get("effective_to"))
     if effective_from is not None and effective_to is not None and effective_to <= effective_from:
         raise row.error(f"{label}: 'effective_to' must be later than 'effective_from'")
+    exclude = item.get("exclude", {})
+    if not isinstance(exclude, dict) or set(exclude) - {"groups"}:
+        raise row.error(f"{label}: 'exclude' is {{groups: [NAME, ...]}}")
+    groups = exclude.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise row.error(f"{label}: 'exclude: groups' must be a list of group names")
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -450,7 +458,18 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         if placeholder not in known:
             raise row.error(f"{label}: 'why' uses {{{placeholder}}}, which is not a fact of {on}")
     return Rule(
-        rule_id, version, on, frozenset(roles), when, points, multipliers, why, row.line, effective_from, effective_to
+        rule_id,
+        version,
+        on,
+        frozenset(roles),
+        when,
+        points,
+        multipliers,
+        why,
+        row.line,
+        effective_from,
+        effective_to,
+        frozenset(groups),
     )
 
 

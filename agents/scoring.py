@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from agents.rules import RulePack, evaluate, event_facts
+from agents.rules import Rule, RulePack, evaluate, event_facts
 from config.directory import Directory
 from streams.events import UNKNOWN_REFERENCE, Event, InvalidEvent, redact
 
@@ -95,6 +95,12 @@ def award_id(event_id: str, rule_id: str, rule_version: int, staff_id: str) -> s
     return hashlib.sha256(key).hexdigest()[:32]
 
 
+def _eligible(directory: Directory, staff_id: str, rule: Rule, event: Event) -> bool:
+    """Suspended at the event's time, or in a group the rule excludes: no award (the others still get theirs)."""
+    staff = directory.person(staff_id)
+    return staff is not None and not staff.suspended_at(event.occurred_at) and not staff.groups & rule.exclude_groups
+
+
 def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Award]:
     """The awards ``event`` earns under ``pack``; raises InvalidEvent for unknown centres or staff."""
     centre = directory.centre(event.centre_id)
@@ -119,7 +125,7 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
         if outcome is None:
             continue
         for person in event.people:
-            if person.role not in rule.roles:
+            if person.role not in rule.roles or not _eligible(directory, person.staff_id, rule, event):
                 continue
             awards.append(
                 Award(

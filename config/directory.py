@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,6 +20,8 @@ from streams.contract import ROLES
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 CENTRE_FIELDS = ("id", "name", "region", "state", "timezone")
 STAFF_FIELDS = ("id", "name", "role", "centre")
+# Optional: groups a rule can exclude (a YAML list, or "a;b" in CSV), and a suspension by event time.
+STAFF_OPTIONAL = ("groups", "suspended_from", "suspended_to")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,15 @@ class Staff:
     name: str
     role: str
     centre_id: str
+    groups: frozenset[str] = frozenset()
+    suspended_from: datetime | None = None  # events at or after this time earn this person nothing...
+    suspended_to: datetime | None = None  # ...until this time (open-ended when unset)
+
+    def suspended_at(self, occurred_at: datetime) -> bool:
+        """Whether the person was suspended at an event's time (read from the event, so a replay agrees)."""
+        if self.suspended_from is None or occurred_at < self.suspended_from:
+            return False
+        return self.suspended_to is None or occurred_at < self.suspended_to
 
 
 class Directory:
@@ -59,7 +71,7 @@ def load_directory(path: Path) -> Directory:
     """Load and validate a directory from a YAML file or a folder of two CSV files."""
     if path.is_dir():
         centre_rows: Iterator[Located] = csv_items(path / "centres.csv", CENTRE_FIELDS)
-        staff_rows: Iterator[Located] = csv_items(path / "staff.csv", STAFF_FIELDS)
+        staff_rows: Iterator[Located] = csv_items(path / "staff.csv", STAFF_FIELDS, STAFF_OPTIONAL)
     elif path.suffix.lower() in (".yaml", ".yml"):
         centre_rows = yaml_items(path, "centres")
         staff_rows = yaml_items(path, "staff")
@@ -86,8 +98,8 @@ def load_directory(path: Path) -> Directory:
     return Directory(centres.values(), staff.values())
 
 
-def _fields(row: Located, fields: tuple[str, ...]) -> dict[str, str]:
-    unknown = sorted(set(row.value) - set(fields))
+def _fields(row: Located, fields: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, str]:
+    unknown = sorted(set(row.value) - set(fields) - set(optional))
     if unknown:
         raise row.error(f"unknown field(s): {', '.join(map(str, unknown))}")
     values: dict[str, str] = {}
@@ -116,7 +128,30 @@ def _centre(row: Located) -> Centre:
 
 
 def _staff(row: Located) -> Staff:
-    v = _fields(row, STAFF_FIELDS)
+    v = _fields(row, STAFF_FIELDS, STAFF_OPTIONAL)
     if v["role"] not in ROLES:
         raise row.error(f"unknown role {v['role']!r} (one of: {', '.join(ROLES)})")
-    return Staff(v["id"], v["name"], v["role"], v["centre"])
+    raw_groups = row.value.get("groups", [])
+    if isinstance(raw_groups, str):  # CSV: "trainee;contractor"
+        raw_groups = [g.strip() for g in raw_groups.split(";") if g.strip()]
+    if not isinstance(raw_groups, list) or not all(isinstance(g, str) and _ID.match(g) for g in raw_groups):
+        raise row.error("'groups' must be a list of names (letters, digits and . _ : / -)")
+    suspended_from = _moment(row, "suspended_from")
+    suspended_to = _moment(row, "suspended_to")
+    if suspended_to is not None and (suspended_from is None or suspended_to <= suspended_from):
+        raise row.error("'suspended_to' needs a 'suspended_from' before it")
+    return Staff(v["id"], v["name"], v["role"], v["centre"], frozenset(raw_groups), suspended_from, suspended_to)
+
+
+def _moment(row: Located, key: str) -> datetime | None:
+    value = row.value.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise row.error(f"'{key}' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30")
+    return value

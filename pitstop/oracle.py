@@ -179,6 +179,16 @@ class Oracle:
         self.rules: list[dict[str, Any]] = pack["rules"]
         directory = yaml.safe_load(directory_path.read_text(encoding="utf-8"))
         self.centres = {c["id"]: c for c in directory["centres"]}
+        self.staff = {p["id"]: p for p in directory["staff"]}
+
+    def _may_earn(self, staff_id: str, rule: dict[str, Any], at: datetime) -> bool:
+        person = self.staff[staff_id]
+        start, end = person.get("suspended_from"), person.get("suspended_to")
+        start = _time(start) if isinstance(start, str) else start
+        end = _time(end) if isinstance(end, str) else end
+        if start is not None and at >= start and (end is None or at < end):
+            return False
+        return not set(person.get("groups", [])) & set(rule.get("exclude", {}).get("groups", []))
 
     def awards(self, event: dict[str, Any]) -> list[Expected]:
         facts = _facts(event)
@@ -204,7 +214,11 @@ class Oracle:
                     total *= Decimal(str(multiplier["factor"]))
             points = int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
             for person in event["people"]:
-                if person["role"] in rule["roles"] and points > 0:
+                if (
+                    person["role"] in rule["roles"]
+                    and points > 0
+                    and self._may_earn(person["staff_id"], rule, occurred_at)
+                ):
                     key = f"{event['event_id']}\x1f{rule['id']}\x1f{rule['version']}\x1f{person['staff_id']}"
                     award_id = hashlib.sha256(key.encode()).hexdigest()[:32]
                     found.append(Expected(award_id, person["staff_id"], person["role"], centre["id"], season, points))

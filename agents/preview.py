@@ -116,17 +116,11 @@ def diff_packs(
             )
         )
     people.sort(key=lambda p: (-abs(p.delta), p.new_rank or 10**9, p.staff_id))
-    rule_ids = sorted({a.rule_id for a in old_awards + new_awards if a.season == season})
-    rules = tuple(
-        RuleChange(
-            rule_id,
-            sum(1 for a in old_awards if a.rule_id == rule_id and a.season == season),
-            sum(1 for a in new_awards if a.rule_id == rule_id and a.season == season),
-            sum(a.points for a in old_awards if a.rule_id == rule_id and a.season == season),
-            sum(a.points for a in new_awards if a.rule_id == rule_id and a.season == season),
-        )
-        for rule_id in rule_ids
-    )
+    old_rules, new_rules = _by_rule(old_awards, season), _by_rule(new_awards, season)
+    rules = []
+    for rule_id in sorted(set(old_rules) | set(new_rules)):
+        (old_count, old_sum), (new_count, new_sum) = old_rules.get(rule_id, (0, 0)), new_rules.get(rule_id, (0, 0))
+        rules.append(RuleChange(rule_id, old_count, new_count, old_sum, new_sum))
     return PackDiff(
         f"{old.name} v{old.version}",
         f"{new.name} v{new.version}",
@@ -134,13 +128,23 @@ def diff_packs(
         f"centre {centre}" if centre else "nation",
         len(decoded),
         tuple(people),
-        rules,
+        tuple(rules),
     )
 
 
 def _awards(decoded: Sequence[tuple[SourceRecord, Event]], pack: RulePack, directory: Directory) -> Iterable[Award]:
     for _, award in score_decoded(decoded, pack=pack, directory=directory).awards:
         yield award
+
+
+def _by_rule(awards: Iterable[Award], season: str) -> dict[str, tuple[int, int]]:
+    """Per rule id: (awards, points) in the season."""
+    tally: dict[str, tuple[int, int]] = {}
+    for award in awards:
+        if award.season == season:
+            count, points = tally.get(award.rule_id, (0, 0))
+            tally[award.rule_id] = (count + 1, points + award.points)
+    return tally
 
 
 def _league(awards: Iterable[Award], season: str, centre: str | None) -> dict[str, int]:

@@ -433,8 +433,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
             f"{label}: 'points' must be a whole number from 1 to 100000, {{fact: NAME}} or a formula such as "
             '"min(amount / 1000, 50)"'
         )
-    effective_from = _moment(row, label, "effective_from", item.get("effective_from"))
-    effective_to = _moment(row, label, "effective_to", item.get("effective_to"))
+    effective_from, effective_to = row.moment("effective_from", f"{label}: "), row.moment("effective_to", f"{label}: ")
     if effective_from is not None and effective_to is not None and effective_to <= effective_from:
         raise row.error(f"{label}: 'effective_to' must be later than 'effective_from'")
     exclude = item.get("exclude", {})
@@ -471,23 +470,6 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         effective_to,
         frozenset(groups),
     )
-
-
-def _moment(row: Located, label: str, key: str, value: Any) -> datetime | None:
-    """An effective date: a date-time with its UTC offset (YAML may already have parsed it)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = parse_time(value)
-        except ValueError:
-            value = None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise row.error(
-            f"{label}: '{key}' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30 "
-            "(a bare date would mean a different moment in every time zone)"
-        )
-    return value
 
 
 def _expression(row: Located, label: str, source: str, known: frozenset[str]) -> Expression:

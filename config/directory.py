@@ -136,22 +136,7 @@ def _staff(row: Located) -> Staff:
         raw_groups = [g.strip() for g in raw_groups.split(";") if g.strip()]
     if not isinstance(raw_groups, list) or not all(isinstance(g, str) and _ID.match(g) for g in raw_groups):
         raise row.error("'groups' must be a list of names (letters, digits and . _ : / -)")
-    suspended_from = _moment(row, "suspended_from")
-    suspended_to = _moment(row, "suspended_to")
+    suspended_from, suspended_to = row.moment("suspended_from"), row.moment("suspended_to")
     if suspended_to is not None and (suspended_from is None or suspended_to <= suspended_from):
         raise row.error("'suspended_to' needs a 'suspended_from' before it")
     return Staff(v["id"], v["name"], v["role"], v["centre"], frozenset(raw_groups), suspended_from, suspended_to)
-
-
-def _moment(row: Located, key: str) -> datetime | None:
-    value = row.value.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("z", "Z"))
-        except ValueError:
-            value = None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise row.error(f"'{key}' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30")
-    return value

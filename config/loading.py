@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ class Located:
 
     def error(self, reason: str) -> ConfigError:
         return ConfigError(self.path, self.line, reason)
+
+    def moment(self, key: str, label: str = "") -> datetime | None:
+        """An optional date-time field with its UTC offset (YAML may have parsed it already); a bare date
+        or a time without an offset is refused: it would mean a different moment in every time zone."""
+        value = self.value.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("z", "Z"))
+            except ValueError:
+                value = None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise self.error(
+                f"{label}'{key}' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30 "
+                "(a bare date would mean a different moment in every time zone)"
+            )
+        return value
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[int, int]]:

@@ -117,7 +117,8 @@ def test_groups_and_suspension_from_csv(tmp_path: Path) -> None:
         ("groups: ['night shift']", "'groups' must be a list of names (letters, digits and . _ : / -)"),
         (
             "suspended_from: 2026-11-20",
-            "'suspended_from' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30",
+            "'suspended_from' must be a date-time with its UTC offset, e.g. 2026-12-01T00:00:00+05:30 "
+            "(a bare date would mean a different moment in every time zone)",
         ),
         ("suspended_to: 2026-11-20T00:00:00Z", "'suspended_to' needs a 'suspended_from' before it"),
         (

@@ -150,7 +150,11 @@ def _run(args: argparse.Namespace) -> int:
 
             return rebalance_main(quick=args.quick, as_json=args.json, seed=args.seed, events=args.events)
         if args.scenario == "G5":
-            from pitstop.fuzz import main as fuzz_main
+            try:
+                from pitstop.fuzz import main as fuzz_main
+            except ImportError as exc:  # Hypothesis is a test dependency
+                print(f"pitstop: G5 needs the test extras (pip install -e '.[test]'): {exc}", file=sys.stderr)
+                return 2
 
             return fuzz_main(quick=args.quick, as_json=args.json, seed_=args.seed, count=args.events)
         if args.scenario == "G6":

@@ -44,6 +44,7 @@ from streams.contract import EVENT_TYPES, FAMILY_TOPICS, schema_for
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics
 
+SECRET = "fuzz-scenario-secret-0123456789abcdefgh"  # the run's own token secret
 DEAD_LETTER_HEADERS = frozenset(
     {"original.topic", "original.partition", "original.offset", "original.timestamp", "error.kind", "error.message"}
 )
@@ -288,8 +289,7 @@ def run(*, count: int, at_seed: int, workdir: Path) -> dict[str, Any]:
 
     import redis
 
-    from pitstop.services import Service, free_port, start_redis, start_tansu
-    from pitstop.soak import _events_read
+    from pitstop.services import Service, free_port, start_redis, start_tansu, worker_events_read
     from streams.topics import ensure_topics, read_topic
 
     t0 = time.monotonic()
@@ -344,12 +344,12 @@ def run(*, count: int, at_seed: int, workdir: Path) -> dict[str, Any]:
                 procs[name] = subprocess.Popen(
                     [sys.executable, "-m", "pitstop", name], env=env, stdout=log, stderr=subprocess.STDOUT
                 )
-        while _events_read(metrics_port) < 0:
+        while worker_events_read(metrics_port) < 0:
             if procs["worker"].poll() is not None:
                 raise RuntimeError(f"the worker exited at start; see {logs['worker']}")
             time.sleep(0.2)
         landed, pushes = asyncio.run(_produce_with_kiosks(bootstrap, inputs, gateway_port, metrics_port))
-        read = _events_read(metrics_port)
+        read = worker_events_read(metrics_port)
         exits = {name: proc.poll() for name, proc in procs.items() if proc.poll() is not None}
 
         async def read_all(topic: str) -> list[Any]:
@@ -423,9 +423,6 @@ def _contexts(text: str, numbers: set[str], limit: int = 5) -> list[str]:
     return found
 
 
-SECRET = "fuzz-scenario-secret-0123456789abcdefgh"
-
-
 async def _produce_with_kiosks(
     bootstrap: str, inputs: list[FuzzInput], gateway_port: int, metrics_port: int
 ) -> tuple[list[tuple[str, int, int]], list[str]]:
@@ -434,7 +431,7 @@ async def _produce_with_kiosks(
     from websockets.asyncio.client import connect
 
     from dashboards.tokens import issue_token
-    from pitstop.soak import _events_read
+    from pitstop.services import worker_events_read
 
     received: list[str] = []
     stop = asyncio.Event()
@@ -459,7 +456,7 @@ async def _produce_with_kiosks(
     await asyncio.sleep(1.0)
     landed = await _produce(bootstrap, inputs)
     deadline = time.monotonic() + 300
-    while await asyncio.to_thread(_events_read, metrics_port) < len(inputs) and time.monotonic() < deadline:  # noqa: ASYNC110
+    while await asyncio.to_thread(worker_events_read, metrics_port) < len(inputs) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.5)
     await asyncio.sleep(2.0)  # the last pushes
     stop.set()

@@ -37,8 +37,7 @@ from config.settings import Settings
 from pitstop.apache_kafka import ApacheKafka
 from pitstop.chaos import Report, WorkerProcess, _check, _wait_until_settled, make_plan, print_result
 from pitstop.oracle import Oracle
-from pitstop.services import free_port, start_redis
-from pitstop.soak import _events_read
+from pitstop.services import free_port, start_redis, worker_events_read
 from streams.simulator import produce_at_rate
 from streams.topics import Topics, ensure_topics
 
@@ -125,10 +124,10 @@ async def _until_processing(worker: WorkerProcess) -> None:
     port = int(worker.env["PITSTOP_WORKER_METRICS_PORT"])
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(30):
-            growing, last = 0, await asyncio.to_thread(_events_read, port)
+            growing, last = 0, await asyncio.to_thread(worker_events_read, port)
             while growing < 3:
                 await asyncio.sleep(0.3)
-                now = await asyncio.to_thread(_events_read, port)
+                now = await asyncio.to_thread(worker_events_read, port)
                 growing = growing + 1 if now > last else 0
                 last = now
 

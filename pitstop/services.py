@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -58,6 +60,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+EVENTS_READ = re.compile(r"^pitstop_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def worker_events_read(metrics_port: int) -> int:
+    """How many source records a worker has read (scored, repeated or dead-lettered), from its /metrics;
+    -1 while it does not answer."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1
+    return int(sum(float(v) for v in EVENTS_READ.findall(text)))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from typing import Any
 
@@ -27,20 +25,11 @@ from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, Settings
 from dashboards.tokens import issue_token
 from pitstop.chaos import print_result
-from pitstop.services import Service, free_port, rss_mb, start_redis, start_tansu
+from pitstop.services import Service, free_port, rss_mb, start_redis, start_tansu, worker_events_read
 from streams.simulator import Simulator, produce_at_rate, topic_for
 from streams.topics import Topics, ensure_topics
 
 SECRET = "soak-scenario-secret-0123456789abcdefgh"
-EVENTS_READ = re.compile(r"^pitstop_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
-
-
-def _events_read(metrics_port: int) -> int:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return -1
-    return int(sum(float(v) for v in EVENTS_READ.findall(text)))
 
 
 def _quarter_mean(values: list[float], quarter: int) -> float:
@@ -75,7 +64,7 @@ async def _run(minutes: float, rate: float, broker: Service, redis_service: Serv
     stop = asyncio.Event()
     client = redis.Redis.from_url(redis_service.url)
     try:
-        while _events_read(metrics_port) < 0:  # noqa: ASYNC110 - polling another process
+        while worker_events_read(metrics_port) < 0:  # noqa: ASYNC110 - polling another process
             await asyncio.sleep(0.2)
 
         async def kiosk(centre: str) -> int:
@@ -119,15 +108,15 @@ async def _run(minutes: float, rate: float, broker: Service, redis_service: Serv
                     "worker_rss_mb": rss_mb(procs["worker"].pid),
                     "gateway_rss_mb": rss_mb(procs["gateway"].pid),
                     "redis_mb": int(client.info("memory")["used_memory"]) / 2**20,
-                    "backlog": produced_so_far - _events_read(metrics_port),
+                    "backlog": produced_so_far - worker_events_read(metrics_port),
                 }
             )
         produced = await producing
         drain_started = time.monotonic()
-        while _events_read(metrics_port) < produced and time.monotonic() - drain_started < 120:  # noqa: ASYNC110
+        while worker_events_read(metrics_port) < produced and time.monotonic() - drain_started < 120:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         drained_s = round(time.monotonic() - drain_started, 1)
-        final_backlog = produced - _events_read(metrics_port)
+        final_backlog = produced - worker_events_read(metrics_port)
         stop.set()
         pushes = sum(await asyncio.gather(*kiosks))
         worker_rss = [s["worker_rss_mb"] for s in samples]

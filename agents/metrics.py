@@ -24,6 +24,7 @@ class WorkerMetrics:
     ledger_lag: Gauge
     assigned_partitions: Gauge
     ledger_gaps: Counter
+    source_gaps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -89,6 +90,11 @@ class WorkerMetrics:
             ledger_gaps=Counter(
                 "pitstop_ledger_gaps_total",
                 "Times the league was found behind the ledger (Redis lost writes) and the gap was replayed",
+                registry=registry,
+            ),
+            source_gaps=Counter(
+                "pitstop_source_gaps_total",
+                "Times source records never reached the agent (dropped by a rebalance) and were read directly",
                 registry=registry,
             ),
         )

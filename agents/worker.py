@@ -43,7 +43,7 @@ from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
 from streams.events import scrub_key, scrub_payload
-from streams.topics import Topics, read_partition
+from streams.topics import Topics, committed_offsets, read_partition
 
 log = logging.getLogger("pitstop.worker")
 T = TypeVar("T")
@@ -102,11 +102,21 @@ class Scorer:
         self.league = League(redis, settings.redis_namespace)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
+        self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
+        # The broker reads behind the gap check (replaceable in tests): the group's committed offsets, and
+        # the records of one partition in [start, end).
+        self.read_committed: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] = partial(
+            committed_offsets, settings.bootstrap_servers, settings.app_id
+        )
+        self.read_range: Callable[[str, int, int, int], Awaitable[list[Any]]] = partial(
+            read_partition, settings.bootstrap_servers
+        )
 
     # --- source events -> ledger ------------------------------------------------------------
 
     async def score(self, records: Sequence[SourceRecord]) -> None:
         """Score one batch and make its effects durable. Returns only when they are."""
+        records = await self._with_source_gaps(records)
         self.metrics.batch_size.labels("score").observe(len(records))
         decoded, dead = decode_batch(
             records,
@@ -122,6 +132,9 @@ class Scorer:
 
         await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead))
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
+        for record in records:
+            tp = (record.topic, record.partition)
+            self.source_next[tp] = max(self.source_next.get(tp, 0), record.offset + 1)
 
         now_ms = time.time() * 1000
         for item in result.scored:
@@ -144,6 +157,36 @@ class Scorer:
                 letter.kind,
                 letter.message,
             )
+
+    async def _with_source_gaps(self, records: Sequence[SourceRecord]) -> Sequence[SourceRecord]:
+        """The batch, preceded by any records of its partitions that never reached this agent.
+
+        Faust marks a record fetched while a rebalance suspends the flow as read even if it never reached
+        the agent, and after the rebalance a partition without a committed offset is not sought back: the
+        record would be skipped for good (G2 found one). So the first batch of a partition after an
+        assignment is checked against the group's committed offset (0 when there is none), and each later
+        batch against the one before; a gap is read straight from the broker and scored first. Reading a
+        record twice is harmless: seen marks and award ids make its effects happen once."""
+        firsts: dict[tuple[str, int], int] = {}
+        for record in records:
+            firsts.setdefault((record.topic, record.partition), record.offset)
+        unknown = [tp for tp in firsts if tp not in self.source_next]
+        if unknown:
+            committed = await self._retry("offsets", partial(self.read_committed, unknown))
+            for tp in unknown:
+                self.source_next[tp] = committed.get(tp, 0)
+        missing: list[SourceRecord] = []
+        for (topic, partition), first in firsts.items():
+            expected = self.source_next[(topic, partition)]
+            if first <= expected:
+                continue
+            log.warning(
+                "%s[%d] offsets %d..%d never reached the agent; reading them", topic, partition, expected, first - 1
+            )
+            self.metrics.source_gaps.inc()
+            found = await self._retry("source-read", partial(self.read_range, topic, partition, expected, first))
+            missing += [SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in found]
+        return [*missing, *records] if missing else records
 
     async def _produce(self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter]) -> None:
         producer = self.app.producer
@@ -201,10 +244,13 @@ class Scorer:
             if recorded.get(partition, -1) < upto:
                 await self._fill_gap(partition, recorded.get(partition, -1) + 1, upto + 1)
 
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions moved to another worker are no longer ours to audit."""
-        for partition in partitions:
+    def forget(self, ledger_partitions: Iterable[int], source_partitions: Iterable[tuple[str, int]] = ()) -> None:
+        """Partitions moved to another worker are no longer ours to audit; when a source partition comes
+        back, its committed offset is looked up again."""
+        for partition in ledger_partitions:
             self.applied_upto.pop(partition, None)
+        for tp in source_partitions:
+            self.source_next.pop(tp, None)
 
     async def _fill_gap(self, partition: int, start: int, end: int) -> None:
         log.warning("league is missing ledger[%d] offsets %d..%d; replaying them", partition, start, end - 1)
@@ -267,7 +313,10 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        scorer.forget(tp.partition for tp in revoked if tp.topic == topics.ledger)
+        scorer.forget(
+            [tp.partition for tp in revoked if tp.topic == topics.ledger],
+            [(tp.topic, tp.partition) for tp in revoked if tp.topic in topics.sources],
+        )
 
     @app.timer(AUDIT_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust.App.timer is not typed
     async def audit() -> None:

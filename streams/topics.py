@@ -144,3 +144,18 @@ async def read_partition(bootstrap: str, topic: str, partition: int, start: int,
         return records
     finally:
         await consumer.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The group's committed offset of each partition; partitions without one are left out."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(t, p) for t, p in partitions])
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items() if meta.offset >= 0}

@@ -70,7 +70,12 @@ def _scorer(redis: aioredis.Redis, namespace: str, producer: RecordingProducer) 
         metrics=WorkerMetrics.create(registry),
         redis=redis,
     )
+    scorer.read_committed = _nothing_committed
     return scorer, registry
+
+
+async def _nothing_committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    return {}
 
 
 def _record(event: dict[str, Any] | bytes, offset: int, topic: str = "") -> SourceRecord:
@@ -167,3 +172,37 @@ async def test_project_applies_each_award_once(redis: aioredis.Redis, namespace:
     board = f"{namespace}:lg:{season}:centre:C01:all"
     assert await redis.zrevrange(board, 0, -1, withscores=True) == [(b"S0001", 60.0), (b"S0009", 45.0)]
     assert await redis.hget(f"{namespace}:ledger-offsets", "0") == b"4"
+
+
+async def test_source_records_that_never_reached_the_agent_are_read_and_scored(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """A batch that starts past the group's committed offset (Faust dropped records in a rebalance): the
+    missing offsets are read from the broker and scored first; a later batch that follows on reads nothing."""
+    producer = RecordingProducer()
+    scorer, registry = _scorer(redis, namespace, producer)
+    dropped = [_record(_recent("survey.csat", f"csat-{n}"), n) for n in (3, 4)]
+    reads: list[tuple[str, int, int, int]] = []
+
+    async def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {("surveys", 0): 3}
+
+    async def read_range(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        reads.append((topic, partition, start, end))
+        return [_Message(r) for r in dropped if start <= r.offset < end]
+
+    scorer.read_committed, scorer.read_range = committed, read_range
+    await scorer.score([_record(_recent("survey.csat", "csat-5"), 5)])
+    await scorer.score([_record(_recent("survey.csat", "csat-6"), 6)])
+    assert reads == [("surveys", 0, 3, 5)]
+    scored = {orjson.loads(value)["event_id"] for _, _, value, _ in producer.on("points-ledger") if value}
+    assert scored == {"csat-3", "csat-4", "csat-5", "csat-6"}
+    assert registry.get_sample_value("pitstop_source_gaps_total") == 1
+
+
+class _Message:
+    """What the broker read returns for one record (the aiokafka ConsumerRecord fields used here)."""
+
+    def __init__(self, record: SourceRecord) -> None:
+        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
+        self.key, self.value, self.timestamp = record.key, record.value, record.timestamp_ms

@@ -43,6 +43,7 @@ from streams.topics import Topics, ensure_topics
 
 SESSION_S = 6.0  # Apache Kafka's minimum session timeout: a frozen worker is evicted quickly
 FREEZE_S = SESSION_S + 4.0
+FREEZE_ATTEMPTS = 3
 SETTLE_S = 3.0  # quiet time after each step, so one disruption is over before the next begins
 # What aiokafka / Faust log when the group coordinator refuses an offset commit because the group moved on
 # (not a commit lost to a broker that is down: that is the bounces' business).
@@ -58,7 +59,8 @@ class Step:
     action: str  # "stop", "start", "bounce-term", "bounce-kill" or "freeze"
     worker: str = ""  # "a" or "b" for stop / start / freeze
     seconds: float = 0.0  # how long the step took (for a bounce: how long the broker was unreachable)
-    ended_at: float = 0.0  # wall-clock time.time() when it ended (for a freeze: the thaw)
+    ended_at: float = 0.0  # wall-clock time.time() when it ended (for a freeze: the last thaw)
+    attempts: int = 0  # freezes: how many it took to see a refused commit
 
 
 def plan_steps(rebalances: int, bounces: int) -> list[Step]:
@@ -99,14 +101,19 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
             frozen, other = workers[step.worker], workers["b" if step.worker == "a" else "a"]
             while not (await asyncio.to_thread(frozen.joined) and await asyncio.to_thread(other.joined)):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-            # Freeze it while it is working, so it wakes up with offsets to commit: a worker that had read
-            # nothing yet only finds out from its heartbeat and rejoins without trying a commit.
-            await _until_processing(frozen)
-            frozen.pause()
-            await asyncio.sleep(FREEZE_S)  # past its session: the group evicts it and rebalances
-            frozen.resume()
-            step.ended_at = time.time()
-            await asyncio.sleep(SESSION_S)  # let it find out and rejoin before the next disruption
+            # Freeze it while it is working, so it wakes up with offsets to commit. A worker whose offsets
+            # were all committed just before the freeze only finds out from its heartbeat and rejoins
+            # without trying a commit: then freeze it again (up to FREEZE_ATTEMPTS times).
+            for _ in range(FREEZE_ATTEMPTS):
+                await _until_processing(frozen)
+                frozen.pause()
+                await asyncio.sleep(FREEZE_S)  # past its session: the group evicts it and rebalances
+                frozen.resume()
+                step.ended_at = time.time()
+                step.attempts += 1
+                await asyncio.sleep(SESSION_S)  # let it find out and rejoin before the next disruption
+                if refused_commits(frozen.log_path, step.ended_at - 1, time.time()):
+                    break
             step.seconds = time.monotonic() - t0
             continue
         else:
@@ -208,7 +215,7 @@ def run(*, quick: bool, seed: int, events: int | None, workdir: Path) -> tuple[R
     report.details.update(
         rebalances=sum(1 for s in steps if s.action in ("stop", "start")),
         bounces=sum(1 for s in steps if s.action.startswith("bounce")),
-        freezes=sum(1 for s in steps if s.action == "freeze"),
+        freezes=sum(s.attempts for s in steps if s.action == "freeze"),
         steps=[f"{s.action}{':' + s.worker if s.worker else ''} {s.seconds:.1f}s" for s in steps],
         refused_commits=failed_commits,
         worker_crashes=sum(w.crashes for w in workers.values()),

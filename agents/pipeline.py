@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from agents.rules import RulePack
 from agents.scoring import Award, score_event
@@ -32,6 +33,11 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int  # when the broker (or producer) stamped it: the arrival time
+
+    @classmethod
+    def from_consumer(cls, m: Any) -> SourceRecord:
+        """From an aiokafka ``ConsumerRecord`` (whose timestamp is already in milliseconds)."""
+        return cls(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,7 @@ async def read_sources(bootstrap: str, topics: Topics) -> list[SourceRecord]:
     records: list[SourceRecord] = []
     for topic in topics.sources:
         async for batch in read_topic(bootstrap, topic):
-            records += [SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in batch]
+            records += [SourceRecord.from_consumer(m) for m in batch]
     return records
 
 

@@ -487,6 +487,7 @@ def _expression(row: Located, label: str, source: str, known: frozenset[str]) ->
             what = _NODE_NAMES.get(type(node), type(node).__name__)
             raise row.error(f"{label}: {what} not allowed in a rule expression: {text}")
     names: list[str] = []
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
@@ -494,7 +495,7 @@ def _expression(row: Located, label: str, source: str, known: frozenset[str]) ->
                 raise row.error(f"{label}: unknown function {shown}() (allowed: {', '.join(FUNCTIONS)})")
             if not node.args:
                 raise row.error(f"{label}: {node.func.id}() needs at least one argument")
-        elif isinstance(node, ast.Name) and not _is_function(tree, node):
+        elif isinstance(node, ast.Name) and id(node) not in called:
             if node.id not in known:
                 hint = difflib.get_close_matches(node.id, sorted(known), n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
@@ -507,10 +508,6 @@ def _expression(row: Located, label: str, source: str, known: frozenset[str]) ->
         if isinstance(node, ast.Constant) and isinstance(node.value, float):
             node.value = cast(Any, Decimal(repr(node.value)))  # simpleeval returns constants as they are
     return Expression(text, evaluated, tuple(dict.fromkeys(names)))
-
-
-def _is_function(tree: ast.AST, name: ast.Name) -> bool:
-    return any(isinstance(n, ast.Call) and n.func is name for n in ast.walk(tree))
 
 
 def _list(row: Located, label: str, key: str, value: Any) -> list[Any]:

@@ -103,8 +103,8 @@ class Scorer:
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
-        # The broker reads behind the gap check (replaceable in tests): the group's committed offsets, and
-        # the records of one partition in [start, end).
+        # The broker reads behind both gap checks (replaceable in tests): the group's committed offsets,
+        # and the records of one partition in [start, end).
         self.read_committed: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] = partial(
             committed_offsets, settings.bootstrap_servers, settings.app_id
         )
@@ -185,7 +185,7 @@ class Scorer:
             )
             self.metrics.source_gaps.inc()
             found = await self._retry("source-read", partial(self.read_range, topic, partition, expected, first))
-            missing += [SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in found]
+            missing += [SourceRecord.from_consumer(m) for m in found]
         return [*missing, *records] if missing else records
 
     async def _produce(self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter]) -> None:
@@ -259,7 +259,7 @@ class Scorer:
         await self._retry("league", partial(self.league.apply, missing))
 
     async def _ledger_range(self, partition: int, start: int, end: int) -> list[LedgerRecord]:
-        records = await read_partition(self.settings.bootstrap_servers, self.topics.ledger, partition, start, end)
+        records = await self.read_range(self.topics.ledger, partition, start, end)
         return [LedgerRecord(partition, m.offset, Award.from_ledger(m.value)) for m in records]
 
     async def _retry(self, stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -347,7 +347,8 @@ class BoundedWorker(faust.Worker):
     """A Faust worker whose shutdown cannot hang. After a broker restart we saw a worker wait on its
     agents for more than 30 s after SIGTERM; an orchestrator would then kill it anyway. Stopping hard is
     safe here (offsets are committed only after their effects are durable), so after
-    ``shutdown_timeout_s`` the worker dumps its threads' stacks to stderr, for diagnosis, and exits."""
+    ``shutdown_timeout_s`` the worker prints its threads' stacks and its tasks' await chains to stderr,
+    for diagnosis, and exits."""
 
     def __init__(self, app: faust.App, *, shutdown_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)

@@ -41,7 +41,7 @@ import redis
 from config.directory import load_directory
 from config.settings import Settings
 from pitstop.oracle import Oracle, points_by_person
-from pitstop.services import Service, free_port, restart_redis, start_redis, start_tansu
+from pitstop.services import Service, free_port, restart_redis, start_redis, start_tansu, worker_metrics
 from streams.simulator import Simulator, produce_at_rate, topic_for
 from streams.topics import Topics, ensure_topics, read_topic
 
@@ -111,14 +111,8 @@ class WorkerProcess:
 
     def joined(self) -> bool:
         """Whether the running worker reports assigned partitions on its /metrics."""
-        import urllib.request
-
-        url = f"http://127.0.0.1:{self.env['PITSTOP_WORKER_METRICS_PORT']}/metrics"
-        try:
-            text = urllib.request.urlopen(url, timeout=1).read().decode()
-        except OSError:
-            return False
-        return any(
+        text = worker_metrics(int(self.env["PITSTOP_WORKER_METRICS_PORT"]))
+        return text is not None and any(
             line.startswith("pitstop_worker_assigned_partitions ") and float(line.split()[1]) > 0
             for line in text.splitlines()
         )

@@ -65,14 +65,19 @@ def rss_mb(pid: int) -> float:
 EVENTS_READ = re.compile(r"^pitstop_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
+def worker_metrics(metrics_port: int) -> str | None:
+    """A worker's /metrics text on loopback; None while it does not answer."""
+    try:
+        return str(urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode())
+    except OSError:
+        return None
+
+
 def worker_events_read(metrics_port: int) -> int:
     """How many source records a worker has read (scored, repeated or dead-lettered), from its /metrics;
     -1 while it does not answer."""
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return -1
-    return int(sum(float(v) for v in EVENTS_READ.findall(text)))
+    text = worker_metrics(metrics_port)
+    return -1 if text is None else int(sum(float(v) for v in EVENTS_READ.findall(text)))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

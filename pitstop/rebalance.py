@@ -44,6 +44,7 @@ from streams.topics import Topics, ensure_topics
 SESSION_S = 6.0  # Apache Kafka's minimum session timeout: a frozen worker is evicted quickly
 FREEZE_S = SESSION_S + 4.0
 FREEZE_ATTEMPTS = 3
+FREEZE_SHARE = 0.25  # of the events, held back to keep the worker busy while it is frozen
 SETTLE_S = 3.0  # quiet time after each step, so one disruption is over before the next begins
 # What aiokafka / Faust log when the group coordinator refuses an offset commit because the group moved on
 # (not a commit lost to a broker that is down: that is the bounces' business).
@@ -81,7 +82,13 @@ def plan_steps(rebalances: int, bounces: int) -> list[Step]:
     return steps
 
 
-async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: ApacheKafka, window_s: float) -> None:
+async def _drive(
+    steps: list[Step],
+    workers: dict[str, WorkerProcess],
+    kafka: ApacheKafka,
+    window_s: float,
+    feed: Feed,
+) -> None:
     started = time.monotonic()
     spacing = window_s / (len(steps) + 1)
     rng = random.Random(len(steps))
@@ -101,10 +108,13 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
             frozen, other = workers[step.worker], workers["b" if step.worker == "a" else "a"]
             while not (await asyncio.to_thread(frozen.joined) and await asyncio.to_thread(other.joined)):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-            # Freeze it while it is working, so it wakes up with offsets to commit. A worker whose offsets
-            # were all committed just before the freeze only finds out from its heartbeat and rejoins
-            # without trying a commit: then freeze it again (up to FREEZE_ATTEMPTS times).
-            for _ in range(FREEZE_ATTEMPTS):
+            # Freeze it while it is working, so it wakes up with offsets to commit. Each attempt brings
+            # its own share of the events (held back from the main stream), so there is work to freeze
+            # however long the earlier steps took. A worker whose offsets were all committed just before
+            # the freeze only finds out from its heartbeat and rejoins without trying a commit: then
+            # freeze it again (up to FREEZE_ATTEMPTS times).
+            for attempt in range(FREEZE_ATTEMPTS):
+                feeding = asyncio.create_task(feed.attempt(attempt))
                 await _until_processing(frozen)
                 frozen.pause()
                 await asyncio.sleep(FREEZE_S)  # past its session: the group evicts it and rebalances
@@ -112,8 +122,10 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
                 step.ended_at = time.time()
                 step.attempts += 1
                 await asyncio.sleep(SESSION_S)  # let it find out and rejoin before the next disruption
+                await feeding
                 if refused_commits(frozen.log_path, step.ended_at - 1, time.time()):
                     break
+            await feed.rest()
             step.seconds = time.monotonic() - t0
             continue
         else:
@@ -124,6 +136,34 @@ async def _drive(steps: list[Step], workers: dict[str, WorkerProcess], kafka: Ap
             continue
         step.seconds = time.monotonic() - t0
         step.ended_at = time.time()
+
+
+@dataclass
+class Feed:
+    """The events held back from the main stream for the freeze: one share per freeze attempt, produced
+    while that attempt waits for the worker to be busy; the shares no attempt needed follow at the end."""
+
+    bootstrap: str
+    shares: list[list[tuple[str, bytes, bytes]]]
+    rate: float
+    used: int = 0
+
+    @classmethod
+    def hold_back(cls, bootstrap: str, records: list[tuple[str, bytes, bytes]], rate: float) -> tuple[Feed, list[Any]]:
+        """Split off the last FREEZE_SHARE of ``records``; returns the feed and the main stream."""
+        held = max(FREEZE_ATTEMPTS, int(len(records) * FREEZE_SHARE))
+        main, reserve = records[:-held], records[-held:]
+        size = -(-held // FREEZE_ATTEMPTS)
+        return cls(bootstrap, [reserve[i : i + size] for i in range(0, held, size)], rate), main
+
+    async def attempt(self, n: int) -> None:
+        self.used = n + 1
+        await produce_at_rate(self.bootstrap, self.shares[n], self.rate, idempotent=True)
+
+    async def rest(self) -> None:
+        for share in self.shares[self.used :]:
+            await produce_at_rate(self.bootstrap, share, self.rate, idempotent=True)
+        self.used = len(self.shares)
 
 
 async def _until_processing(worker: WorkerProcess) -> None:
@@ -185,10 +225,12 @@ def run(*, quick: bool, seed: int, events: int | None, workdir: Path) -> tuple[R
 
             async def drive() -> None:
                 rate = len(plan.records) / window_s
+                feed, main = Feed.hold_back(kafka.bootstrap, list(plan.records), rate)
                 await asyncio.gather(
-                    produce_at_rate(kafka.bootstrap, plan.records, rate, idempotent=True),
-                    _drive(steps, workers, kafka, window_s),
+                    produce_at_rate(kafka.bootstrap, main, rate, idempotent=True),
+                    _drive(steps, workers, kafka, window_s, feed),
                 )
+                await feed.rest()  # a plan without a freeze still sends every event
 
             asyncio.run(drive())
             expected = Oracle(settings.rules_path, settings.directory_path).fold(plan.valid_events)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pitstop.fuzz import find_planted
-from pitstop.rebalance import plan_steps, refused_commits
+from pitstop.rebalance import FREEZE_ATTEMPTS, Feed, plan_steps, refused_commits
 
 
 def test_g2_plan_alternates_workers_and_spreads_bounces() -> None:
@@ -26,6 +26,18 @@ def test_g2_plan_alternates_workers_and_spreads_bounces() -> None:
     actions = [s.action for s in steps]
     assert actions.count("freeze") == 1 and actions.index("freeze") == 2
     assert actions[-1] != "stop"  # never ends with a worker down
+
+
+def test_g2_feed_holds_back_a_share_per_freeze_attempt_and_loses_nothing() -> None:
+    """The freeze's events come from the end of the plan, one share per attempt; main stream plus shares
+    is the plan, in order, so the oracle's expectations do not change."""
+    records = [("t", str(i).encode(), b"v") for i in range(1001)]
+    feed, main = Feed.hold_back("localhost:9092", records, rate=100.0)
+    assert len(feed.shares) == FREEZE_ATTEMPTS
+    assert main + [r for share in feed.shares for r in share] == records
+    assert 200 <= sum(map(len, feed.shares)) <= 300
+    tiny, rest = Feed.hold_back("localhost:9092", records[:2], rate=100.0)
+    assert rest + [r for share in tiny.shares for r in share] == records[:2]
 
 
 def test_refused_commits_are_counted_in_their_time_window(tmp_path: Path) -> None:

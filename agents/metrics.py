@@ -15,6 +15,8 @@ class WorkerMetrics:
     dead_letters: Counter
     awards: Counter
     points: Counter
+    retractions: Counter
+    points_taken_back: Counter
     ledger_applied: Counter
     ledger_skipped: Counter
     event_to_award: Histogram
@@ -45,6 +47,15 @@ class WorkerMetrics:
                 "pitstop_awards_total", "Awards appended to the ledger, by rule", ["rule"], registry=registry
             ),
             points=Counter("pitstop_points_total", "Points appended to the ledger", registry=registry),
+            retractions=Counter(
+                "pitstop_retractions_total",
+                "Retractions appended to the ledger, by the retracted award's rule",
+                ["rule"],
+                registry=registry,
+            ),
+            points_taken_back=Counter(
+                "pitstop_points_taken_back_total", "Points taken back by retractions", registry=registry
+            ),
             ledger_applied=Counter(
                 "pitstop_ledger_applied_total", "Ledger awards applied to the league", registry=registry
             ),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents.retractions import Subject, Taker, settle, tracked
 from agents.rules import RulePack
-from agents.scoring import Award, score_event
+from agents.scoring import Award, score_event, subject_of
 from config.directory import Directory
 from streams.events import Event, InvalidEvent, decode_event
 from streams.topics import Topics
@@ -71,6 +72,7 @@ class BatchResult:
     scored: list[ScoredEvent] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: list[ScoredEvent] = field(default_factory=list)  # repeats of an event id: no awards
+    changed_subjects: set[str] = field(default_factory=set)
 
     @property
     def awards(self) -> Iterable[tuple[SourceRecord, Award]]:
@@ -119,12 +121,17 @@ def score_decoded(
     pack: RulePack,
     directory: Directory,
     already_seen: Set[str] = frozenset(),
+    subjects: dict[str, Subject] | None = None,
 ) -> BatchResult:
     """Score validated events; repeats of an event id (earlier batches or this one) are set aside.
 
+    With ``subjects`` (what was seen before of the subjects of this batch's tracked events, see
+    :func:`subjects_to_load`), retractions are scored too and ``subjects`` is updated in place; the
+    subjects changed are listed in ``result.changed_subjects`` (to be stored once the ledger has them).
     Nothing raises: every event ends in exactly one of ``scored``, ``dead`` or ``duplicates``.
     """
     result = BatchResult()
+    retractable = pack.retractable_types
     seen_here: set[str] = set()
     for record, event in decoded:
         if event.event_id in already_seen or event.event_id in seen_here:
@@ -148,9 +155,19 @@ def score_decoded(
             log.debug("scoring failure", exc_info=True)
             result.dead.append(DeadLetter(record, INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}", event.type))
             continue
+        if subjects is not None and tracked(event, retractable) and (key := subject_of(event)):
+            awards += settle(subjects.setdefault(key, Subject()), awards, Taker.of(event))
+            result.changed_subjects.add(key)
         seen_here.add(event.event_id)
         result.scored.append(ScoredEvent(record, event, tuple(awards)))
     return result
+
+
+def subjects_to_load(decoded: Sequence[tuple[SourceRecord, Event]], pack: RulePack) -> list[str]:
+    """The subjects whose records scoring these events needs (see :func:`agents.retractions.tracked`)."""
+    retractable = pack.retractable_types
+    keys = (subject_of(event) for _, event in decoded if tracked(event, retractable))
+    return sorted({key for key in keys if key})
 
 
 def score_batch(

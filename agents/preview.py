@@ -133,7 +133,8 @@ def diff_packs(
 
 
 def _awards(decoded: Sequence[tuple[SourceRecord, Event]], pack: RulePack, directory: Directory) -> Iterable[Award]:
-    for _, award in score_decoded(decoded, pack=pack, directory=directory).awards:
+    # From the first event on, so the subjects start empty: retractions are replayed too.
+    for _, award in score_decoded(decoded, pack=pack, directory=directory, subjects={}).awards:
         yield award
 
 

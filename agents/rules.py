@@ -21,7 +21,7 @@ from typing import Any, cast
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from config.loading import ConfigError, Located, load_yaml
-from streams.contract import DERIVED_FACTS, EVENT_TYPES, ROLES
+from streams.contract import CORRECTABLE, DERIVED_FACTS, EVENT_TYPES, RETRACTING, ROLES
 from streams.events import Event, parse_time
 
 Facts = Mapping[str, Any]
@@ -50,6 +50,7 @@ _RULE_KEYS = {
     "effective_from",
     "effective_to",
     "exclude",
+    "retracted_by",
 }
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
 # The Python expression constructs a rule may use: arithmetic, comparisons, and/or/not, x if c else y,
@@ -201,6 +202,7 @@ class Rule:
     effective_from: datetime | None = None  # by event time: from (inclusive) ...
     effective_to: datetime | None = None  # ... to (exclusive)
     exclude_groups: frozenset[str] = frozenset()  # directory groups this rule never awards
+    retracted_by: tuple[str, ...] = ()  # event types that take this rule's awards back (agents.retractions)
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -238,6 +240,11 @@ class RulePack:
     version: int
     rules: tuple[Rule, ...]
     source: str = ""
+
+    @property
+    def retractable_types(self) -> frozenset[str]:
+        """Event types with a rule whose awards some later event may take back."""
+        return frozenset(rule.on for rule in self.rules if rule.retracted_by)
 
     def rules_for(self, event_type: str) -> tuple[Rule, ...]:
         return self._by_type().get(event_type, ())
@@ -442,6 +449,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     groups = exclude.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
         raise row.error(f"{label}: 'exclude: groups' must be a list of group names")
+    retracted_by = _retracted_by(row, label, on, item.get("retracted_by", []))
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -469,7 +477,26 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         effective_from,
         effective_to,
         frozenset(groups),
+        retracted_by,
     )
+
+
+def _retracted_by(row: Located, label: str, on: str, spec: Any) -> tuple[str, ...]:
+    if not isinstance(spec, list) or not all(isinstance(t, str) for t in spec):
+        raise row.error(f"{label}: 'retracted_by' must be a list of event types")
+    if spec and on in CORRECTABLE:
+        raise row.error(
+            f"{label}: {on} awards need no 'retracted_by': a survey sent again with the same survey_id "
+            "and a later time takes the earlier answer's awards back"
+        )
+    can = sorted(t for t, targets in RETRACTING.items() if on in targets)
+    for event_type in spec:
+        if event_type not in can:
+            allowed = f"one of: {', '.join(can)}" if can else "nothing takes back an award of this event type"
+            raise row.error(f"{label}: 'retracted_by': {event_type} cannot take back a {on} award ({allowed})")
+    if len(set(spec)) != len(spec):
+        raise row.error(f"{label}: 'retracted_by' lists an event type twice")
+    return tuple(spec)
 
 
 def _expression(row: Located, label: str, source: str, known: frozenset[str]) -> Expression:

@@ -16,9 +16,10 @@ import orjson
 
 from agents.rules import Rule, RulePack, evaluate, event_facts
 from config.directory import Directory
+from streams.contract import SUBJECT_FIELDS
 from streams.events import UNKNOWN_REFERENCE, Event, InvalidEvent, redact
 
-LEDGER_SCHEMA = 1
+LEDGER_SCHEMA = 2  # 2: subject, amount, retracted_by, retracts (retractions)
 FREE_TEXT_FACTS = ("feedback", "reason")  # typed by people: may hold phone numbers, masked before use
 
 
@@ -40,13 +41,18 @@ class Award:
     inputs: dict[str, Any]
     multipliers: tuple[tuple[str, str], ...]
     why: str
+    subject: str = ""  # what the event is about, e.g. "jobcard:JC-1" (streams.contract.SUBJECT_FIELDS)
+    amount: str | None = None  # the event's money amount (sales), for a refund's share
+    retracted_by: tuple[str, ...] = ()  # event types that may take this award back
+    kind: str = "award"  # or "retraction": negative points taking back (part of) the award `retracts`
+    retracts: str = ""
 
     def to_ledger(self) -> bytes:
         """The ledger record value: canonical JSON (sorted keys), identical for identical awards."""
         return orjson.dumps(
             {
                 "v": LEDGER_SCHEMA,
-                "kind": "award",
+                "kind": self.kind,
                 "award_id": self.award_id,
                 "event_id": self.event_id,
                 "event_type": self.event_type,
@@ -63,6 +69,10 @@ class Award:
                 "inputs": self.inputs,
                 "multipliers": [list(m) for m in self.multipliers],
                 "why": self.why,
+                "subject": self.subject,
+                "amount": self.amount,
+                "retracted_by": list(self.retracted_by),
+                "retracts": self.retracts,
             },
             option=orjson.OPT_SORT_KEYS,
         )
@@ -87,6 +97,11 @@ class Award:
             inputs=d["inputs"],
             multipliers=tuple((m[0], m[1]) for m in d["multipliers"]),
             why=d["why"],
+            subject=d.get("subject", ""),
+            amount=d.get("amount"),
+            retracted_by=tuple(d.get("retracted_by", ())),
+            kind=d.get("kind", "award"),
+            retracts=d.get("retracts", ""),
         )
 
 
@@ -117,6 +132,8 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
         if isinstance(facts.get(field), str):
             facts[field] = redact(facts[field])
     season = event.occurred_at.astimezone(centre.timezone).strftime("%Y-%m")
+    subject = subject_of(event)
+    amount = event.data.get("amount")
     awards: list[Award] = []
     for rule in rules:
         if not rule.in_effect(event.occurred_at):
@@ -145,6 +162,16 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
                     inputs=outcome.inputs,
                     multipliers=outcome.multipliers,
                     why=outcome.why,
+                    subject=subject,
+                    amount=None if amount is None else str(amount),
+                    retracted_by=rule.retracted_by,
                 )
             )
     return awards
+
+
+def subject_of(event: Event) -> str:
+    """``"{family}:{id}"`` of what the event is about, e.g. ``"jobcard:JC-1"``; "" when it names none."""
+    field = SUBJECT_FIELDS.get(event.family)
+    value = event.data.get(field) if field else None
+    return f"{event.family}:{value}" if isinstance(value, str) else ""

@@ -35,13 +35,14 @@ from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
 from agents.metrics import WorkerMetrics
-from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded
+from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award
 from config.directory import Directory, load_directory
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
+from state.subjects import SubjectStore
 from streams.events import scrub_key, scrub_payload
 from streams.topics import Topics, committed_offsets, read_partition
 
@@ -100,6 +101,7 @@ class Scorer:
         self.topics = Topics.from_settings(settings)
         self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
         self.league = League(redis, settings.redis_namespace)
+        self.subjects = SubjectStore(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
@@ -127,10 +129,18 @@ class Scorer:
         )
         event_ids = [event.event_id for _, event in decoded]
         already = await self._retry("dedup", lambda: self.seen.seen(event_ids))
-        result = score_decoded(decoded, pack=self.pack, directory=self.directory, already_seen=already)
+        wanted = subjects_to_load(decoded, self.pack)
+        subjects = await self._retry("subjects", lambda: self.subjects.load(wanted))
+        result = score_decoded(
+            decoded, pack=self.pack, directory=self.directory, already_seen=already, subjects=subjects
+        )
         result.dead[:0] = dead
 
         await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead))
+        # After the ledger has them (a retraction is never remembered without its ledger record), before
+        # the seen marks (an event scored again after a crash finds its subject as it left it, or older).
+        changed = {key: subjects[key] for key in result.changed_subjects}
+        await self._retry("subjects", lambda: self.subjects.save(changed))
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
         for record in records:
             tp = (record.topic, record.partition)
@@ -141,8 +151,12 @@ class Scorer:
             self.metrics.events.labels(item.event.type, "scored").inc()
             self.metrics.event_to_award.observe(max(0.0, (now_ms - item.record.timestamp_ms) / 1000))
             for award in item.awards:
-                self.metrics.awards.labels(award.rule_id).inc()
-                self.metrics.points.inc(award.points)
+                if award.kind == "retraction":
+                    self.metrics.retractions.labels(award.rule_id).inc()
+                    self.metrics.points_taken_back.inc(-award.points)
+                else:
+                    self.metrics.awards.labels(award.rule_id).inc()
+                    self.metrics.points.inc(award.points)
         for repeat in result.duplicates:
             self.metrics.events.labels(repeat.event.type, "duplicate").inc()
         for letter in result.dead:

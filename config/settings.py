@@ -38,6 +38,7 @@ class Settings:
     max_event_bytes: int = 64 * 1024
     max_future_skew_s: float = 900.0
     dedup_ttl_s: int = 8 * 24 * 3600
+    subject_ttl_s: int = 180 * 24 * 3600  # how long after its last event a job card/sale/survey can take awards back
     batch_size: int = 2000
     batch_within_s: float = 0.05
     bind_host: str = "127.0.0.1"  # where the gateway and the worker's /metrics listen
@@ -85,6 +86,7 @@ class Settings:
             max_event_bytes=get("MAX_EVENT_BYTES", d.max_event_bytes, _int_between(512, 16 * 1024 * 1024)),
             max_future_skew_s=get("MAX_FUTURE_SKEW_S", d.max_future_skew_s, _float_between(0, 7 * 86400)),
             dedup_ttl_s=get("DEDUP_TTL_S", d.dedup_ttl_s, _int_between(60, 400 * 86400)),
+            subject_ttl_s=get("SUBJECT_TTL_S", d.subject_ttl_s, _int_between(3600, 3660 * 86400)),
             batch_size=get("BATCH_SIZE", d.batch_size, _int_between(1, 100_000)),
             batch_within_s=get("BATCH_WITHIN_S", d.batch_within_s, _float_between(0.001, 10)),
             bind_host=get("BIND_HOST", d.bind_host, _host),

@@ -515,7 +515,10 @@ def _replay_diff(bootstrap: str, topics: Topics, ledger: dict[str, bytes | None]
     settings = Settings.from_env()
     decoded = decode_sources(asyncio.run(read_sources(bootstrap, topics)), topics)
     result = score_decoded(
-        decoded, pack=load_rule_pack(settings.rules_path), directory=load_directory(settings.directory_path)
+        decoded,
+        pack=load_rule_pack(settings.rules_path),
+        directory=load_directory(settings.directory_path),
+        subjects={},  # from offset 0: every retraction is replayed too
     )
     replayed = {award.award_id: award.to_ledger() for _, award in result.awards}
     new = len(set(replayed) - set(ledger))

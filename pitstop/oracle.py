@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -191,10 +191,14 @@ class Oracle:
         return not set(person.get("groups", [])) & set(rule.get("exclude", {}).get("groups", []))
 
     def awards(self, event: dict[str, Any]) -> list[Expected]:
+        return [award for award, _ in self._scored(event)]
+
+    def _scored(self, event: dict[str, Any]) -> list[tuple[Expected, dict[str, Any]]]:
+        """Each award of the event with the rule that gave it."""
         facts = _facts(event)
         centre = self.centres[event["centre_id"]]
         season = _time(event["occurred_at"]).astimezone(ZoneInfo(centre["timezone"])).strftime("%Y-%m")
-        found: list[Expected] = []
+        found: list[tuple[Expected, dict[str, Any]]] = []
         occurred_at = _time(event["occurred_at"])
         for rule in self.rules:
             if rule["event"] != event["type"] or not _in_effect(rule, occurred_at):
@@ -221,20 +225,78 @@ class Oracle:
                 ):
                     key = f"{event['event_id']}\x1f{rule['id']}\x1f{rule['version']}\x1f{person['staff_id']}"
                     award_id = hashlib.sha256(key.encode()).hexdigest()[:32]
-                    found.append(Expected(award_id, person["staff_id"], person["role"], centre["id"], season, points))
+                    award = Expected(award_id, person["staff_id"], person["role"], centre["id"], season, points)
+                    found.append((award, rule))
         return found
 
     def fold(self, events: Iterable[dict[str, Any]]) -> dict[str, Expected]:
-        """Every award the distinct events earn, by award id (a repeated event id counts once)."""
-        seen: set[str] = set()
-        expected: dict[str, Expected] = {}
+        """Every award the distinct events earn, and every retraction, by id (a repeated event id counts once)."""
+        distinct: dict[str, dict[str, Any]] = {}
         for event in events:
-            if event["event_id"] in seen:
-                continue
-            seen.add(event["event_id"])
-            for award in self.awards(event):
+            distinct.setdefault(event["event_id"], event)
+        expected: dict[str, Expected] = {}
+        earned: list[tuple[Expected, dict[str, Any], dict[str, Any]]] = []
+        for event in distinct.values():
+            for award, rule in self._scored(event):
                 expected[award.award_id] = award
+                earned.append((award, rule, event))
+        for retraction in _retractions(list(distinct.values()), earned):
+            expected[retraction.award_id] = retraction
         return expected
+
+
+# What names an event's subject, and which later events take its awards back (the published contract).
+_SUBJECT_FIELD = {"jobcard": "jobcard_id", "ticket": "ticket_id", "survey": "survey_id", "sale": "sale_id"}
+_SURVEYS = ("survey.csat", "survey.nps")
+_TAKERS = ("jobcard.reopened", "sale.refunded", *_SURVEYS)
+
+
+def _subject(event: dict[str, Any]) -> tuple[str, Any]:
+    family = event["type"].split(".")[0]
+    return family, event.get(_SUBJECT_FIELD.get(family, ""))
+
+
+def _retractions(
+    events: list[dict[str, Any]], earned: list[tuple[Expected, dict[str, Any], dict[str, Any]]]
+) -> list[Expected]:
+    """Every retraction the whole set of events implies, taking back in event-time order (refund shares
+    are capped at what is left of the award)."""
+    awards_of: dict[tuple[str, Any], list[tuple[Expected, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    for award, rule, event in earned:
+        awards_of[_subject(event)].append((award, rule, event))
+    takers = sorted((e for e in events if e["type"] in _TAKERS), key=lambda e: (_time(e["occurred_at"]), e["event_id"]))
+    taken: dict[str, int] = defaultdict(int)
+    found: dict[str, Expected] = {}
+    for taker in takers:
+        when = (_time(taker["occurred_at"]), taker["event_id"])
+        for award, rule, event in sorted(awards_of.get(_subject(taker), []), key=lambda x: x[0].award_id):
+            then = (_time(event["occurred_at"]), event["event_id"])
+            if taker["event_id"] == event["event_id"]:
+                continue
+            if taker["type"] in _SURVEYS:
+                if taker["type"] != event["type"] or when <= then:
+                    continue
+            elif taker["type"] not in rule.get("retracted_by", []) or when[0] < then[0]:
+                continue
+            left = award.points - taken[award.award_id]
+            if taker["type"] == "sale.refunded":
+                try:
+                    share = Decimal(str(taker["amount"])) / Decimal(str(event["amount"]))
+                except (KeyError, ArithmeticError):
+                    share = Decimal(1)
+                share = min(max(share, Decimal(0)), Decimal(1)).quantize(Decimal("0.0001"), rounding=ROUND_DOWN)
+                points = min(left, int((award.points * share).quantize(Decimal(1), rounding=ROUND_DOWN)))
+                key = f"retraction\x1f{award.award_id}\x1f{taker['event_id']}"
+            else:
+                points, key = left, f"retraction\x1f{award.award_id}"
+            retraction_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+            if points <= 0 or retraction_id in found:
+                continue
+            taken[award.award_id] += points
+            found[retraction_id] = Expected(
+                retraction_id, award.staff_id, award.role, award.centre_id, award.season, -points
+            )
+    return list(found.values())
 
 
 def points_by_person(awards: Iterable[Expected]) -> dict[str, int]:

@@ -91,10 +91,11 @@ def boards_for(award: Award) -> list[str]:
 
 
 def notification(award: Award) -> dict[str, Any]:
-    """What a person's device receives when the award lands: the points and the why."""
+    """What a person's device receives when the award (or a retraction) lands: the points and the why."""
     return {
-        "type": "award",
+        "type": award.kind,  # "award", or "retraction" (negative points; `retracts` names the award)
         "award_id": award.award_id,
+        "retracts": award.retracts,
         "staff_id": award.staff_id,
         "points": award.points,
         "rule_id": award.rule_id,

@@ -27,6 +27,26 @@ TICKET_PRIORITIES = ("P1", "P2", "P3", "P4")
 TICKET_CHANNELS = ("phone", "email", "chat", "whatsapp", "walk_in", "web")
 SUBJECT_KINDS = ("jobcard", "ticket", "sale")
 
+# The field naming what an event is about (its subject), per event family. Events of one subject share
+# a centre, hence a source partition, so one scorer at a time sees all of them.
+SUBJECT_FIELDS = {
+    "jobcard": "jobcard_id",
+    "ticket": "ticket_id",
+    "survey": "survey_id",
+    "sale": "sale_id",
+    "recognition": "recognition_id",
+}
+# Events that take back awards earned by earlier events of the same subject -> the event types whose
+# awards they may take back (a rule opts in with `retracted_by`). A refund takes back its share of the
+# sale's amount; a reopened job card takes the award back whole.
+RETRACTING: dict[str, tuple[str, ...]] = {
+    "jobcard.reopened": ("jobcard.closed",),
+    "sale.refunded": ("sale.upsell", "sale.vehicle"),
+}
+# A survey sent again with the same survey_id and a later occurred_at corrects the earlier answer: the
+# earlier answer's awards are taken back whole, always (no rule needs to ask for it).
+CORRECTABLE = ("survey.csat", "survey.nps")
+
 # Which source topic carries which event family (the part of `type` before the dot).
 FAMILY_TOPICS = {
     "jobcard": "jobcards",

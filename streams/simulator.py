@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import random
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,8 +24,13 @@ RESOLUTION_HOURS = {"P1": 4, "P2": 8, "P3": 24, "P4": 72}
 
 
 class Simulator:
-    def __init__(self, directory: Directory, seed: int = 7) -> None:
+    def __init__(self, directory: Directory, seed: int = 7, *, follow_ups: float = 0.0) -> None:
+        """``follow_ups``: the share of events that follow up an earlier one about the same subject (a
+        job card reopened, a sale refunded, a survey corrected), which takes awards back."""
         self.rng = random.Random(seed)
+        self.follow_ups = follow_ups
+        self.recent: list[dict[str, object]] = []  # closings, sales and surveys that may be followed up
+        self.unrefunded: dict[str, float] = {}  # sale id -> amount not refunded yet
         self.directory = directory
         self.by_centre: dict[str, dict[str, list[Staff]]] = {}
         for person in directory.staff.values():
@@ -47,6 +53,60 @@ class Simulator:
 
     def event(self, now: datetime) -> dict[str, object]:
         """One event, of a kind drawn with realistic weights, happening at ``now``."""
+        if self.follow_ups and self.recent and self.rng.random() < self.follow_ups:
+            return self._follow_up(now)
+        event = self._new_event(now)
+        if self.follow_ups and event["type"] in ("jobcard.closed", "sale.upsell", "survey.csat", "survey.nps"):
+            self.recent = [*self.recent[-199:], event]
+        return event
+
+    def _follow_up(self, now: datetime) -> dict[str, object]:
+        """A later event about an earlier event's subject: the job card comes back, the sale is refunded
+        (in full or in part), or the survey is answered again."""
+        earlier = self.rng.choice(self.recent)
+        tz = self.directory.centres[str(earlier["centre_id"])].timezone
+        base: dict[str, object] = {
+            "event_id": self._id("ev"),
+            "occurred_at": now.astimezone(tz).isoformat(timespec="seconds"),
+            "centre_id": earlier["centre_id"],
+            "customer_ref": earlier["customer_ref"],
+        }
+        people = earlier["people"]
+        assert isinstance(people, list)
+        if earlier["type"] == "jobcard.closed":
+            return base | {
+                "type": "jobcard.reopened",
+                "people": people[:1],
+                "jobcard_id": earlier["jobcard_id"],
+                "closed_at": earlier["occurred_at"],
+                "reason_code": "noise_returned",
+            }
+        if earlier["type"] == "sale.upsell":
+            # Never more than is left of the sale: refunds beyond it are an upstream error
+            amount = earlier["amount"]
+            assert isinstance(amount, float)
+            left = self.unrefunded.get(str(earlier["sale_id"]), amount)
+            refund = min(left, math.floor(amount * self.rng.choice([1.0, 0.5, 0.25]) * 100) / 100)
+            self.unrefunded[str(earlier["sale_id"])] = round(left - refund, 2)
+            if left - refund < 0.01:
+                self.recent.remove(earlier)
+            return base | {
+                "type": "sale.refunded",
+                "people": people,
+                "sale_id": earlier["sale_id"],
+                "amount": refund,
+                "currency": earlier["currency"],
+                "reason_code": "customer_cancelled",
+            }
+        answer = (
+            {"rating": self.rng.randint(1, 5)}
+            if earlier["type"] == "survey.csat"
+            else {"score": self.rng.randint(0, 10)}
+        )
+        keep = ("type", "people", "survey_id", "subject_kind", "subject_id")
+        return base | {k: earlier[k] for k in keep} | answer
+
+    def _new_event(self, now: datetime) -> dict[str, object]:
         centre_id = self.rng.choice(self.centres)
         tz = self.directory.centres[centre_id].timezone
         at = now.astimezone(tz)
@@ -126,7 +186,7 @@ class Simulator:
         if kind == "recognition.given":
             manager = self._pick(centre_id, "manager")
             if manager is None:
-                return self.event(now)
+                return self._new_event(now)
             return base | {
                 "people": people[:1],
                 "recognition_id": self._id("RC"),

@@ -48,6 +48,7 @@ function handle(msg) {
         const before = state.entries.get(e.staff_id);
         if (before && e.points > before.points) ticker(`${e.name} +${e.points - before.points}`);
         else if (!before) ticker(`${e.name} +${e.points}`);
+        else if (e.points < before.points) ticker(`${e.name} −${before.points - e.points}`);
         state.entries.set(e.staff_id, e); changed.add(e.staff_id);
       }
       state.seq = msg.seq;

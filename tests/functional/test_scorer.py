@@ -206,3 +206,32 @@ class _Message:
     def __init__(self, record: SourceRecord) -> None:
         self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
         self.key, self.value, self.timestamp = record.key, record.value, record.timestamp_ms
+
+
+async def test_reopened_job_card_is_taken_back_on_the_ledger_and_the_board(
+    redis: aioredis.Redis, namespace: str
+) -> None:
+    """Closed (awards), then reopened in a later batch: the subject kept in Redis lets the scorer write
+    retractions of the flawless and first-time-fix awards; projected, the board keeps only on-time points.
+    Scoring the reopening again (a redelivery) adds nothing."""
+    producer = RecordingProducer()
+    scorer, registry = _scorer(redis, namespace, producer)
+    closed = _recent("jobcard.closed", "jc-r1")
+    await scorer.score([_record(closed, 0)])
+    reopened = _recent("jobcard.reopened", "jc-r1-back")
+    reopened["jobcard_id"] = closed["jobcard_id"]
+    reopened["closed_at"] = closed["occurred_at"]
+    await scorer.score([_record(reopened, 1)])
+    assert await redis.exists(f"{namespace}:subject:jobcard:{closed['jobcard_id']}") == 1
+    await scorer.score([_record(reopened, 1)])
+    ledger = [Award.from_ledger(v) for _, _, v, _ in producer.on("points-ledger") if v is not None]
+    taken = sorted((a.rule_id, a.staff_id, a.points) for a in ledger if a.kind == "retraction")
+    assert taken == [
+        ("jobcard.first_time_fix", "S0001", -15),
+        ("jobcard.flawless", "S0001", -30),
+        ("jobcard.flawless", "S0009", -30),
+    ]
+    assert registry.get_sample_value("pitstop_points_taken_back_total") == 75
+    await scorer.project([(LedgerRecord(0, n, a), None) for n, a in enumerate(ledger)])
+    board = f"{namespace}:lg:{ledger[0].season}:centre:C01:all"
+    assert sorted(await redis.zrevrange(board, 0, -1, withscores=True)) == [(b"S0001", 15.0), (b"S0009", 15.0)]

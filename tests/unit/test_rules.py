@@ -498,14 +498,14 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
             HEAD + RULE.replace("event: survey.csat", "evnt: survey.csat"),
             4,
             "unknown key(s): evnt (allowed: effective_from, effective_to, event, exclude, id, multipliers, points, "
-            "roles, version, when, why)",
+            "retracted_by, roles, version, when, why)",
             id="typo-key",
         ),
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "on: survey.csat"),
             4,
             "unknown key(s): True (allowed: effective_from, effective_to, event, exclude, id, multipliers, points, "
-            "roles, version, when, why)",
+            "retracted_by, roles, version, when, why)",
             id="yaml-on-is-true",
         ),
         pytest.param(

@@ -108,7 +108,7 @@ def test_ledger_bytes_are_canonical_and_round_trip(pack: RulePack, directory: Di
     assert Award.from_ledger(raw) == award
     record = orjson.loads(raw)
     assert list(record) == sorted(record)
-    assert (record["v"], record["kind"], record["points"]) == (1, "award", 27)
+    assert (record["v"], record["kind"], record["points"]) == (2, "award", 27)
     assert record["multipliers"] == [["speed", "1.5"], ["quality", "1.2"]]
     assert record["inputs"] == {
         "within_sla": True,

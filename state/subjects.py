@@ -1,0 +1,76 @@
+"""What the scorer remembers per subject (a job card, a sale, a survey) so that a later event can take
+awards back (:mod:`agents.retractions`). One Redis hash per subject, ``{ns}:subject:{family}:{id}``:
+
+- ``a:{award_id}`` -> the award's ledger record (an award something may take back later);
+- ``t:{event_id}`` -> an event that takes awards back (JSON, :class:`agents.retractions.Taker`);
+- ``r:{retraction_id}`` -> ``"{award_id} {points}"``: a retraction already on the ledger.
+
+Every field is written with the same value by whoever writes it, so writing a subject again (a batch
+scored twice after a crash) changes nothing. The scorer writes a subject only after the ledger has
+acknowledged the records that led to it. Each write renews the hash's expiry (``ttl_s``): a subject
+untouched for that long is forgotten, and events about it can no longer take anything back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
+
+from agents.retractions import Subject, Taker
+from agents.scoring import Award
+
+
+class SubjectStore:
+    def __init__(self, redis: aioredis.Redis, namespace: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.ns = namespace
+        self.ttl_s = ttl_s
+
+    def _key(self, subject: str) -> str:
+        return f"{self.ns}:subject:{subject}"
+
+    async def load(self, subjects: Iterable[str]) -> dict[str, Subject]:
+        keys = list(subjects)
+        if not keys:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._key(key))
+            found = await pipe.execute()
+        return {key: decode(fields) for key, fields in zip(keys, found, strict=True)}
+
+    async def save(self, subjects: Mapping[str, Subject]) -> None:
+        if not subjects:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, subject in subjects.items():
+                fields = encode(subject)
+                if fields:
+                    pipe.hset(self._key(key), mapping=fields)
+                    pipe.expire(self._key(key), self.ttl_s)
+            await pipe.execute()
+
+
+def encode(subject: Subject) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {f"a:{i}": a.to_ledger() for i, a in subject.awards.items()}
+    fields |= {f"t:{i}": t.to_json() for i, t in subject.takers.items()}
+    fields |= {f"r:{i}": f"{original} {points}".encode() for i, (original, points) in subject.taken.items()}
+    return fields
+
+
+def decode(fields: Mapping[bytes | str, bytes | str]) -> Subject:
+    subject = Subject()
+    for raw_name, value in fields.items():
+        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+        kind, _, ident = name.partition(":")
+        data = value.encode() if isinstance(value, str) else value
+        if kind == "a":
+            subject.awards[ident] = Award.from_ledger(data)
+        elif kind == "t":
+            subject.takers[ident] = Taker.from_json(data)
+        elif kind == "r":
+            original, points = data.decode().split()
+            subject.taken[ident] = (original, int(points))
+    return subject

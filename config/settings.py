@@ -38,7 +38,7 @@ class Settings:
     max_event_bytes: int = 64 * 1024
     max_future_skew_s: float = 900.0
     dedup_ttl_s: int = 8 * 24 * 3600
-    subject_ttl_s: int = 180 * 24 * 3600  # how long after its last event a job card/sale/survey can take awards back
+    subject_ttl_s: int = 90 * 24 * 3600  # how long after its last event a job card/sale/survey can take awards back
     batch_size: int = 2000
     batch_within_s: float = 0.05
     bind_host: str = "127.0.0.1"  # where the gateway and the worker's /metrics listen

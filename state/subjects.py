@@ -1,7 +1,8 @@
 """What the scorer remembers per subject (a job card, a sale, a survey) so that a later event can take
 awards back (:mod:`agents.retractions`). One Redis hash per subject, ``{ns}:subject:{family}:{id}``:
 
-- ``a:{award_id}`` -> the award's ledger record (an award something may take back later);
+- ``a:{award_id}`` -> the award's ledger record without its inputs and multipliers (an award something
+  may take back later);
 - ``t:{event_id}`` -> an event that takes awards back (JSON, :class:`agents.retractions.Taker`);
 - ``r:{retraction_id}`` -> ``"{award_id} {points}"``: a retraction already on the ledger.
 
@@ -14,6 +15,7 @@ untouched for that long is forgotten, and events about it can no longer take any
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
@@ -54,7 +56,10 @@ class SubjectStore:
 
 
 def encode(subject: Subject) -> dict[FieldT, EncodableT]:
-    fields: dict[FieldT, EncodableT] = {f"a:{i}": a.to_ledger() for i, a in subject.awards.items()}
+    # Without inputs and multipliers: a retraction does not repeat them, and they are most of the bytes.
+    fields: dict[FieldT, EncodableT] = {
+        f"a:{i}": replace(a, inputs={}, multipliers=()).to_ledger() for i, a in subject.awards.items()
+    }
     fields |= {f"t:{i}": t.to_json() for i, t in subject.takers.items()}
     fields |= {f"r:{i}": f"{original} {points}".encode() for i, (original, points) in subject.taken.items()}
     return fields

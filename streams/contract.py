@@ -131,7 +131,8 @@ EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
         ],
     ),
     "jobcard.reopened": (
-        "A closed job card came back (repeat complaint).",
+        "A closed job card came back (repeat complaint). Takes back the closing's awards whose rule lists it in "
+        "`retracted_by`.",
         {"jobcard_id": _ID, "closed_at": _TIME, "reason_code": {"type": "string", "maxLength": 64}},
         ["jobcard_id", "closed_at", "customer_ref"],
     ),
@@ -177,7 +178,8 @@ EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
         ["ticket_id", "priority", "level"],
     ),
     "survey.csat": (
-        "A customer rated a job card or ticket (CSAT, 1-5).",
+        "A customer rated a job card or ticket (CSAT, 1-5). Sent again with the same `survey_id` and a later "
+        "`occurred_at`, it corrects the earlier answer, whose awards are taken back.",
         {
             "survey_id": _ID,
             "subject_kind": {"enum": list(SUBJECT_KINDS)},
@@ -188,7 +190,8 @@ EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
         ["survey_id", "subject_kind", "subject_id", "rating", "customer_ref"],
     ),
     "survey.nps": (
-        "A customer answered the NPS question (0-10).",
+        "A customer answered the NPS question (0-10). Sent again with the same `survey_id` and a later "
+        "`occurred_at`, it corrects the earlier answer, whose awards are taken back.",
         {
             "survey_id": _ID,
             "subject_kind": {"enum": list(SUBJECT_KINDS)},
@@ -220,7 +223,8 @@ EVENT_TYPES: dict[str, tuple[str, Schema, list[str]]] = {
         ["sale_id", "model", "amount", "currency", "customer_ref"],
     ),
     "sale.refunded": (
-        "A sale was refunded in full or in part.",
+        "A sale was refunded in full or in part. Takes back the refunded share (`amount` / the sale's amount) "
+        "of the sale's awards whose rule lists it in `retracted_by`.",
         {"sale_id": _ID, "amount": _MONEY, "currency": _CURRENCY, "reason_code": {"type": "string", "maxLength": 64}},
         ["sale_id", "amount", "currency", "customer_ref"],
     ),

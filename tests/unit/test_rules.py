@@ -69,7 +69,7 @@ def test_default_pack_loads(pack: RulePack) -> None:
         "jobcard.early_defect",
     ]
     assert pack.rules_for("ticket.opened") == ()
-    assert rule_of(pack, "jobcard.flawless").line == 15
+    assert rule_of(pack, "jobcard.flawless").line == 18
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ from config.directory import Directory, load_directory
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
-from state.subjects import SubjectStore
+from state.subjects import SubjectStore, from_ledger
 from streams.events import scrub_key, scrub_payload
 from streams.topics import Topics, committed_offsets, read_partition
 
@@ -271,6 +271,8 @@ class Scorer:
         self.metrics.ledger_gaps.inc()
         missing = await self._retry("ledger-read", partial(self._ledger_range, partition, start, end))
         await self._retry("league", partial(self.league.apply, missing))
+        restored = from_ledger(r.award for r in missing)  # Redis lost the subjects with the boards
+        await self._retry("subjects", partial(self.subjects.save, restored))
 
     async def _ledger_range(self, partition: int, start: int, end: int) -> list[LedgerRecord]:
         records = await self.read_range(self.topics.ledger, partition, start, end)

@@ -67,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_count, default=7)
     sim.add_argument("--limit", type=_count, help="stop after this many events")
 
-    rebuild = sub.add_parser("rebuild", help="rebuild every league board from the points ledger")
+    rebuild = sub.add_parser(
+        "rebuild", help="rebuild every league board (and the subjects retractions need) from the points ledger"
+    )
     rebuild.add_argument("--keep", action="store_true", help="do not clear the projection keys first")
 
     token = sub.add_parser("token", help="issue an access token for a kiosk, technician or manager")
@@ -272,6 +274,7 @@ async def _rebuild(settings: Settings, *, clear: bool) -> int:
             redis,
             settings.redis_namespace,
             clear=clear,
+            subject_ttl_s=settings.subject_ttl_s,
         )
     finally:
         await redis.aclose()

@@ -217,7 +217,9 @@ def run(*, quick: bool, seed: int, events: int | None, workdir: Path) -> tuple[R
             for name in ("a", "b"):
                 worker_env = {**env, "PITSTOP_WORKER_METRICS_PORT": str(free_port())}
                 workers[name] = WorkerProcess(worker_env, workdir / f"worker-{name}.log")
-            plan = make_plan(seed, events, settings.directory_path, topics, dup_rate=0.05, bad_rate=0.02)
+            plan = make_plan(
+                seed, events, settings.directory_path, topics, dup_rate=0.05, bad_rate=0.02, follow_ups=0.05
+            )
             asyncio.run(ensure_topics(Settings.from_env(env)))
             for worker in workers.values():
                 worker.start()

@@ -2,7 +2,8 @@
 
 Reads each ledger partition from offset 0 to its end, and applies the records
 with the same Lua script the live projection uses, in rebuild mode: each award id at most once, no
-offset shortcut. With ``clear=True`` the namespace's projection keys are deleted first, so the result
+offset shortcut; the subjects that retractions need (:mod:`state.subjects`) are restored from the
+same records. With ``clear=True`` the namespace's projection keys are deleted first, so the result
 is exactly the fold of the ledger. A live worker may keep running: awards it applies meanwhile are
 deduplicated by award id.
 """
@@ -17,6 +18,7 @@ import redis.asyncio as aioredis
 
 from agents.scoring import Award
 from state.league import League, LedgerRecord
+from state.subjects import SubjectStore, from_ledger
 from streams.topics import read_topic
 
 log = logging.getLogger("pitstop.rebuild")
@@ -40,9 +42,11 @@ async def rebuild_from_ledger(
     *,
     clear: bool = True,
     batch_size: int = 5000,
+    subject_ttl_s: int = 90 * 24 * 3600,
 ) -> RebuildReport:
     started = time.monotonic()
     league = League(redis, namespace)
+    subjects = SubjectStore(redis, namespace, subject_ttl_s)
     cleared = await league.clear() if clear else 0
     records = applied = skipped = unreadable = 0
     async for messages in read_topic(bootstrap, ledger_topic, batch=batch_size):
@@ -56,6 +60,7 @@ async def rebuild_from_ledger(
                 log.error("unreadable ledger record %s[%d]@%d", m.topic, m.partition, m.offset)
         if batch:
             result = await league.apply(batch, rebuild=True)
+            await subjects.save(from_ledger(r.award for r in batch))
             applied += result.applied
             skipped += result.skipped
     return RebuildReport(records, applied, skipped, unreadable, time.monotonic() - started, cleared)

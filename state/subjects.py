@@ -20,7 +20,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from agents.retractions import Subject, Taker
+from agents.retractions import Subject, Taker, keeps
 from agents.scoring import Award
 
 
@@ -53,6 +53,19 @@ class SubjectStore:
                     pipe.hset(self._key(key), mapping=fields)
                     pipe.expire(self._key(key), self.ttl_s)
             await pipe.execute()
+
+
+def from_ledger(awards: Iterable[Award]) -> dict[str, Subject]:
+    """What ledger records say about their subjects: the awards that can be taken back and the
+    retractions made. (Not the events that took something back: those are not on the ledger.) Used to
+    restore subjects when Redis lost them, along with the boards."""
+    subjects: dict[str, Subject] = {}
+    for award in awards:
+        if keeps(award):
+            subjects.setdefault(award.subject, Subject()).awards[award.award_id] = award
+        elif award.kind == "retraction" and award.subject:
+            subjects.setdefault(award.subject, Subject()).taken[award.award_id] = (award.retracts, -award.points)
+    return subjects
 
 
 def encode(subject: Subject) -> dict[FieldT, EncodableT]:

@@ -17,6 +17,7 @@ from typing import TypeVar
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_DIRECTORY = CONFIG_DIR / "demo" / "directory.yaml"
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yaml"
+DEFAULT_PROGRAMME = CONFIG_DIR / "programmes" / "default.yaml"
 
 T = TypeVar("T")
 
@@ -31,6 +32,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     directory_path: Path = DEFAULT_DIRECTORY
     rules_path: Path = DEFAULT_RULES
+    programme_path: Path = DEFAULT_PROGRAMME  # tiers and contests (config/programme.py)
     topic_prefix: str = ""
     redis_namespace: str = "pitstop"
     topic_partitions: int = 4
@@ -79,6 +81,7 @@ class Settings:
             redis_url=get("REDIS_URL", d.redis_url, _redis_url),
             directory_path=get("DIRECTORY", d.directory_path, _existing_path),
             rules_path=get("RULES", d.rules_path, _existing_path),
+            programme_path=get("PROGRAMME", d.programme_path, _existing_path),
             topic_prefix=get("TOPIC_PREFIX", d.topic_prefix, _name),
             redis_namespace=get("REDIS_NAMESPACE", d.redis_namespace, _name),
             topic_partitions=get("TOPIC_PARTITIONS", d.topic_partitions, _int_between(1, 1024)),

@@ -10,6 +10,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from config.loading import ConfigError
 from config.settings import Settings, SettingsError
@@ -112,6 +113,23 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("--limit", type=_count, default=50, help="people listed in the table (default 50)")
     diff.add_argument("--json", action="store_true", help="print one JSON object with every change")
 
+    contest = sub.add_parser("contest", help="contest standings and winners, from the ledger")
+    contest.add_argument("contest_id", nargs="?", metavar="ID", help="one contest (default: every contest)")
+    contest.add_argument("--all", action="store_true", help="everyone ranked, not only the winners")
+    contest.add_argument("--json", action="store_true", help="print one JSON object")
+
+    tiers = sub.add_parser("tiers", help="everyone's tier after a season ends, from the ledger")
+    tiers.add_argument("--season", type=_season, required=True, help="YYYY-MM")
+    tiers.add_argument("--json", action="store_true", help="print one JSON object")
+
+    league = sub.add_parser("league", help="a board of any season, current or past, from Redis")
+    league.add_argument("--season", type=_season, required=True, help="YYYY-MM")
+    league.add_argument("--scope", choices=["centre", "region", "state", "nation"], default="nation")
+    league.add_argument("--id", dest="scope_id", default="all", help="centre, region or state id (nation: all)")
+    league.add_argument("--role", default="all", help="one role's board (default: all roles)")
+    league.add_argument("--limit", type=_count, default=50, help="rows (default 50)")
+    league.add_argument("--json", action="store_true", help="print one JSON object")
+
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
     return p
@@ -192,11 +210,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         from agents.rules import load_rule_pack
         from config.directory import load_directory
+        from config.programme import load_programme
 
         directory = load_directory(settings.directory_path)
         pack = load_rule_pack(settings.rules_path)
+        programme = load_programme(settings.programme_path, frozenset(r.id for r in pack.rules))
         print(f"{settings.directory_path}: {len(directory.centres)} centres, {len(directory.staff)} staff")
         print(f"{settings.rules_path}: pack {pack.name} v{pack.version}, {len(pack.rules)} rules")
+        print(
+            f"{settings.programme_path}: programme {programme.name} v{programme.version}, "
+            f"{len(programme.tiers)} tiers, {len(programme.contests)} contests"
+        )
         return 0
     if args.command == "token":
         from config.directory import load_directory
@@ -238,6 +262,10 @@ def _run(args: argparse.Namespace) -> int:
         return _rules_diff(settings, args)
     if args.command == "rebuild":
         return asyncio.run(_rebuild(settings, clear=not args.keep))
+    if args.command in ("contest", "tiers"):
+        return _standings(settings, args)
+    if args.command == "league":
+        return asyncio.run(_league(settings, args))
     raise AssertionError(args.command)  # pragma: no cover
 
 
@@ -307,4 +335,73 @@ def _schemas(*, write: bool) -> int:
         print(f"stale schema files (run `pitstop schemas --write`): {', '.join(stale)}", file=sys.stderr)
         return 1
     print(f"{len(all_schemas())} schema files {'written' if write else 'up to date'} in {folder}")
+    return 0
+
+
+def _standings(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.rules import load_rule_pack
+    from config.programme import load_programme
+    from state.standings import contest_standings, read_entries, tiers_after
+    from streams.topics import Topics
+
+    pack = load_rule_pack(settings.rules_path)
+    programme = load_programme(settings.programme_path, frozenset(r.id for r in pack.rules))
+    if args.command == "contest" and args.contest_id is not None and programme.contest(args.contest_id) is None:
+        known = ", ".join(c.id for c in programme.contests) or "none"
+        print(f"pitstop: no contest {args.contest_id!r} in {settings.programme_path} (known: {known})", file=sys.stderr)
+        return 2
+    entries = asyncio.run(read_entries(settings.bootstrap_servers, Topics.from_settings(settings).ledger))
+    if args.command == "tiers":
+        moves = tiers_after(programme, entries, args.season)
+        if args.json:
+            print(json.dumps({"season": args.season, "people": [m.to_json() for m in moves]}))
+        else:
+            print(f"{'staff':<8} {'points':>7}  {'before':<18} {'after':<18} move")
+            for m in moves:
+                print(f"{m.staff_id:<8} {m.points:>7}  {m.before or '-':<18} {m.after or '-':<18} {m.move}")
+        return 0
+    chosen = [c for c in programme.contests if args.contest_id in (None, c.id)]
+    report: dict[str, dict[str, Any]] = {}
+    for contest in chosen:
+        standings = contest_standings(contest, entries)
+        shown = {k: v if args.all else v[: contest.winners] for k, v in standings.items()}
+        report[contest.id] = {
+            "name": contest.name,
+            "metric": contest.metric,
+            "target": contest.target,
+            "winners": contest.winners,
+            "standings": {scope: [s.to_json() for s in rows] for scope, rows in shown.items()},
+        }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for contest_id, body in report.items():
+        print(
+            f"{body['name']} ({contest_id}): {body['metric']}"
+            + (f", first to {body['target']}" if body["target"] else "")
+        )
+        for scope, rows in body["standings"].items():
+            for row in rows:
+                rank, who, score, at = row["rank"], row["staff_id"], row["score"], row["reached_at"]
+                print(f"  {scope:<8} #{rank:<3} {who:<8} {score:>12}  reached {at}")
+    return 0
+
+
+async def _league(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from state.league import League, board_key
+
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        board = board_key(args.season, args.scope, args.scope_id, args.role)
+        version, rows = await League(redis, settings.redis_namespace).board(board, limit=args.limit)
+    finally:
+        await redis.aclose()
+    if args.json:
+        print(json.dumps({"board": board, "version": version, "rows": [{"staff_id": s, "points": p} for s, p in rows]}))
+    else:
+        print(f"{board} (version {version}): {len(rows)} people")
+        for rank, (staff_id, points) in enumerate(rows, 1):
+            print(f"  #{rank:<4} {staff_id:<8} {points:>8}")
     return 0

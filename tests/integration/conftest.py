@@ -144,10 +144,10 @@ class Stack:
                 tail = self.logs[name].read_text(errors="replace")[-3000:]
                 raise AssertionError(f"{name} exited with {process.returncode}:\n{tail}")
 
-    def run_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pitstop", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=seconds(120),

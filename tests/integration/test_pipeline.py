@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -297,3 +298,51 @@ async def test_recorded_stream_with_retractions_matches_the_oracle(stack: Stack)
     ]
     in_order = score_decoded(decoded, pack=load_rule_pack(DEFAULT_RULES), directory=directory, subjects={})
     assert ledger == {a.award_id: a.to_ledger() for _, a in in_order.awards}
+
+
+async def test_contests_tiers_and_past_boards_from_the_commands(stack: Stack, tmp_path: Path) -> None:
+    """`pitstop contest`, `pitstop tiers` and `pitstop league` on the real ledger and Redis: the winners and
+    tiers are what state.standings computes from the ledger entries, and a season's board (any season
+    on the ledger, past ones included) is read back as the projection holds it."""
+    from agents.scoring import Award
+    from config.programme import load_programme
+    from config.settings import DEFAULT_PROGRAMME
+    from state.standings import contest_standings, tiers_after
+
+    entries = [Award.from_ledger(orjson.dumps(r)) for r in await stack.ledger()]
+    # The default programme's contests, moved to the days this module's events happened
+    first_at = min(datetime.fromisoformat(e.occurred_at) for e in entries) - timedelta(days=1)
+    text = DEFAULT_PROGRAMME.read_text(encoding="utf-8")
+    text = text.replace("2026-11-01T00:00:00+05:30", first_at.isoformat())
+    text = text.replace("2027-01-01T00:00:00+05:30", (_now() + timedelta(days=1)).isoformat())
+    path = tmp_path / "programme.yaml"
+    path.write_text(text, encoding="utf-8")
+    programme = load_programme(path)
+    env = {"PITSTOP_PROGRAMME": str(path)}
+    result = stack.run_cli("contest", "--all", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {c.id for c in programme.contests}
+    for contest in programme.contests:
+        expected = {k: [s.to_json() for s in v] for k, v in contest_standings(contest, entries).items()}
+        assert report[contest.id]["standings"] == expected
+    assert any(report[c]["standings"] for c in report)  # somebody ranks somewhere
+
+    seasons = sorted({e.season for e in entries})
+    result = stack.run_cli("tiers", "--season", seasons[-1], "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    people = orjson.loads(result.stdout.strip().splitlines()[-1])["people"]
+    assert people == [m.to_json() for m in tiers_after(programme, entries, seasons[-1])]
+
+    first = min(entries, key=lambda e: e.season)
+    result = stack.run_cli("league", "--season", first.season, "--scope", "centre", "--id", first.centre_id, "--json")
+    assert result.returncode == 0, result.stderr
+    board = orjson.loads(result.stdout.strip().splitlines()[-1])
+    key = stack.key(f"lg:{first.season}:centre:{first.centre_id}:all")
+    held = sorted(
+        ((m.decode(), int(s)) for m, s in stack.redis.zrange(key, 0, -1, withscores=True)), key=lambda r: (-r[1], r[0])
+    )
+    assert [(r["staff_id"], r["points"]) for r in board["rows"]] == held[:50] and held
+
+    bad = stack.run_cli("contest", "no-such-contest", env=env)
+    assert bad.returncode == 2 and "no contest 'no-such-contest'" in bad.stderr

@@ -25,6 +25,8 @@ class WorkerMetrics:
     infra_retries: Counter
     ledger_lag: Gauge
     assigned_partitions: Gauge
+    pack_reloads: Counter
+    pack_version: Gauge
     ledger_gaps: Counter
     source_gaps: Counter
 
@@ -96,6 +98,18 @@ class WorkerMetrics:
             assigned_partitions=Gauge(
                 "pitstop_worker_assigned_partitions",
                 "Partitions assigned to this worker (0 until it joined)",
+                registry=registry,
+            ),
+            pack_reloads=Counter(
+                "pitstop_rule_pack_reloads_total",
+                "Rule pack file changes seen by the worker, by outcome (loaded, or refused: the running pack stays)",
+                ["outcome"],
+                registry=registry,
+            ),
+            pack_version=Gauge(
+                "pitstop_rule_pack_version",
+                "The version of the rule pack being served, by pack name",
+                ["pack"],
                 registry=registry,
             ),
             ledger_gaps=Counter(

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
@@ -39,6 +40,7 @@ from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decode
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award
 from config.directory import Directory, load_directory
+from config.loading import ConfigError
 from config.settings import Settings
 from state.dedup import SeenEvents
 from state.league import League, LedgerRecord
@@ -50,6 +52,7 @@ log = logging.getLogger("pitstop.worker")
 T = TypeVar("T")
 
 AUDIT_INTERVAL_S = 5.0  # how often a worker checks that Redis still holds what it applied
+PACK_CHECK_INTERVAL_S = 2.0  # how often a worker looks at the rule pack file for a new version
 SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->league latency
 
 
@@ -96,6 +99,8 @@ class Scorer:
         self.app = app
         self.settings = settings
         self.pack = pack
+        self.pack_stamp = _stamp(settings.rules_path)  # the pack file as loaded, to notice a change
+        metrics.pack_version.labels(pack.name).set(pack.version)
         self.directory = directory
         self.metrics = metrics
         self.topics = Topics.from_settings(settings)
@@ -129,14 +134,13 @@ class Scorer:
         )
         event_ids = [event.event_id for _, event in decoded]
         already = await self._retry("dedup", lambda: self.seen.seen(event_ids))
-        wanted = subjects_to_load(decoded, self.pack)
+        pack = self.pack  # one pack for the whole batch, even if a reload lands meanwhile
+        wanted = subjects_to_load(decoded, pack)
         subjects = await self._retry("subjects", lambda: self.subjects.load(wanted))
-        result = score_decoded(
-            decoded, pack=self.pack, directory=self.directory, already_seen=already, subjects=subjects
-        )
+        result = score_decoded(decoded, pack=pack, directory=self.directory, already_seen=already, subjects=subjects)
         result.dead[:0] = dead
 
-        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead))
+        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack))
         # After the ledger has them (a retraction is never remembered without its ledger record), before
         # the seen marks (an event scored again after a crash finds its subject as it left it, or older).
         changed = {key: subjects[key] for key in result.changed_subjects}
@@ -202,7 +206,9 @@ class Scorer:
             missing += [SourceRecord.from_consumer(m) for m in found]
         return [*missing, *records] if missing else records
 
-    async def _produce(self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter]) -> None:
+    async def _produce(
+        self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter], pack: RulePack
+    ) -> None:
         producer = self.app.producer
         pending: list[Awaitable[Any]] = []
         for record, award in awards:
@@ -211,7 +217,7 @@ class Scorer:
                 ("event.partition", str(record.partition).encode()),
                 ("event.offset", str(record.offset).encode()),
                 (SOURCE_TS_HEADER, str(record.timestamp_ms).encode()),
-                ("rule.pack", f"{self.pack.name}:{self.pack.version}".encode()),
+                ("rule.pack", f"{pack.name}:{pack.version}".encode()),
             ]
             pending.append(
                 await producer.send(self.topics.ledger, award.staff_id.encode(), award.to_ledger(), None, None, headers)
@@ -226,6 +232,29 @@ class Scorer:
             pending.append(await producer.send(self.topics.dead_letters, key, value, None, None, letter.headers()))
         if pending:
             await asyncio.gather(*pending)  # every record acked by the broker (acks=all)
+
+    def reload_pack(self) -> bool:
+        """Load the rule pack file again if it changed since it was loaded. A pack that does not validate
+        is refused (logged with file, line and reason) and the running pack keeps serving. Returns
+        whether a new pack now serves; batches already being scored finish with the pack they began with."""
+        stamp = _stamp(self.settings.rules_path)
+        if stamp == self.pack_stamp:
+            return False
+        self.pack_stamp = stamp
+        try:
+            pack = load_rule_pack(self.settings.rules_path)
+        except ConfigError as exc:
+            self.metrics.pack_reloads.labels("refused").inc()
+            log.error("rule pack refused, still serving %s v%d: %s", self.pack.name, self.pack.version, exc)
+            return False
+        self.metrics.pack_version.remove(self.pack.name)
+        self.metrics.pack_version.labels(pack.name).set(pack.version)
+        self.metrics.pack_reloads.labels("loaded").inc()
+        log.info(
+            "rule pack %s v%d now serving (was %s v%d)", pack.name, pack.version, self.pack.name, self.pack.version
+        )
+        self.pack = pack
+        return True
 
     # --- ledger -> league -------------------------------------------------------------------
 
@@ -307,6 +336,15 @@ def _ledger_record(event: Any) -> tuple[LedgerRecord, int | None] | None:
     return LedgerRecord(m.partition, m.offset, award), source_ts
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file; None when it cannot be read (then the running pack stays)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def build_worker(settings: Settings, registry: CollectorRegistry | None = None) -> tuple[faust.App, Scorer]:
     """Create the app and register both agents; configuration errors surface here, before any I/O."""
     pack = load_rule_pack(settings.rules_path)
@@ -337,6 +375,10 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     @app.timer(AUDIT_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust.App.timer is not typed
     async def audit() -> None:
         await scorer.audit()
+
+    @app.timer(PACK_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def reload_pack() -> None:
+        scorer.reload_pack()
 
     @app.agent(source_topic, name="score")
     async def score(stream: Any) -> None:

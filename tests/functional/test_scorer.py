@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -235,3 +238,51 @@ async def test_reopened_job_card_is_taken_back_on_the_ledger_and_the_board(
     await scorer.project([(LedgerRecord(0, n, a), None) for n, a in enumerate(ledger)])
     board = f"{namespace}:lg:{ledger[0].season}:centre:C01:all"
     assert sorted(await redis.zrevrange(board, 0, -1, withscores=True)) == [(b"S0001", 15.0), (b"S0009", 15.0)]
+
+
+async def test_rule_pack_reloads_when_valid_and_the_running_pack_stays_when_not(
+    redis: aioredis.Redis, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker picks up a changed pack file between batches; a broken one is refused with file, line
+    and reason, and scoring goes on with the pack that was serving."""
+    pack_file = tmp_path / "pack.yaml"
+    pack_file.write_text(DEFAULT_RULES.read_text(encoding="utf-8"), encoding="utf-8")
+    producer = RecordingProducer()
+    registry = CollectorRegistry()
+    scorer = Scorer(
+        FakeApp(producer),  # type: ignore[arg-type]
+        replace(Settings(), redis_namespace=namespace, rules_path=pack_file),
+        pack=load_rule_pack(pack_file),
+        directory=load_directory(DEFAULT_DIRECTORY),
+        metrics=WorkerMetrics.create(registry),
+        redis=redis,
+    )
+    scorer.read_committed = _nothing_committed
+    assert scorer.reload_pack() is False  # unchanged
+
+    broken = DEFAULT_RULES.read_text(encoding="utf-8").replace("points: 25", "points: twenty-five")
+    pack_file.write_text(broken, encoding="utf-8")
+    os.utime(pack_file, ns=(1, 1))
+    with caplog.at_level(logging.ERROR, logger="pitstop.worker"):
+        assert scorer.reload_pack() is False
+    assert f"{pack_file}:57: rule survey.csat_five_star: 'points': unknown fact 'twenty'" in caplog.text
+    assert "still serving pitstop-default v1" in caplog.text
+    await scorer.score([_record(_recent("survey.csat", "sv-reload-1"), 0)])
+    assert {Award.from_ledger(v).points for _, _, v, _ in producer.on("points-ledger") if v} == {25}
+
+    better = (
+        DEFAULT_RULES.read_text(encoding="utf-8")
+        .replace("points: 25", "points: 40")
+        .replace("version: 1\nrules:", "version: 2\nrules:")
+    )
+    pack_file.write_text(better, encoding="utf-8")
+    os.utime(pack_file, ns=(2, 2))
+    assert scorer.reload_pack() is True
+    await scorer.score([_record(_recent("survey.csat", "sv-reload-2"), 1)])
+    sent = producer.on("points-ledger")
+    assert {
+        Award.from_ledger(v).points for _, _, v, h in sent if v and dict(h)["rule.pack"] == b"pitstop-default:2"
+    } == {40}
+    assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "refused"}) == 1
+    assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "loaded"}) == 1
+    assert registry.get_sample_value("pitstop_rule_pack_version", {"pack": "pitstop-default"}) == 2

@@ -278,7 +278,8 @@ async def test_rule_pack_reloads_when_valid_and_the_running_pack_stays_when_not(
     pack_file.write_text(better, encoding="utf-8")
     os.utime(pack_file, ns=(2, 2))
     assert scorer.reload_pack() is True
-    await scorer.score([_record(_recent("survey.csat", "sv-reload-2"), 1)])
+    second = _recent("survey.csat", "sv-reload-2") | {"survey_id": "SV-another"}  # not a correction of the first
+    await scorer.score([_record(second, 1)])
     sent = producer.on("points-ledger")
     assert {
         Award.from_ledger(v).points for _, _, v, h in sent if v and dict(h)["rule.pack"] == b"pitstop-default:2"

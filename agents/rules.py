@@ -406,9 +406,7 @@ def _overlap(a: Rule, b: Rule) -> bool:
 
 def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     item = row.value
-    unknown = sorted(set(map(str, item)) - _RULE_KEYS)
-    if unknown:
-        raise row.error(f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(_RULE_KEYS))})")
+    row.only(_RULE_KEYS)
     rule_id = item.get("id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
         raise row.error("'id' must be lower-case words separated by dots, e.g. jobcard.flawless")

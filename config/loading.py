@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,12 @@ class Located:
 
     def error(self, reason: str) -> ConfigError:
         return ConfigError(self.path, self.line, reason)
+
+    def only(self, allowed: Collection[str]) -> None:
+        """Refuse keys outside ``allowed`` (a typo such as ``evnt:`` is an error, not an ignored line)."""
+        unknown = sorted(set(map(str, self.value)) - set(allowed))
+        if unknown:
+            raise self.error(f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
 
     def moment(self, key: str, label: str = "") -> datetime | None:
         """An optional date-time field with its UTC offset (YAML may have parsed it already); a bare date

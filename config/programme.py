@@ -115,9 +115,7 @@ def _mappings(top: Located, key: str, document: dict[str, Any]) -> list[dict[str
 
 def _tier(row: Located) -> Tier:
     item = row.value
-    unknown = sorted(map(str, set(item) - {"name", "promote_at", "keep_at", "benefits"}))
-    if unknown:
-        raise row.error(f"unknown key(s): {', '.join(unknown)} (allowed: benefits, keep_at, name, promote_at)")
+    row.only({"name", "promote_at", "keep_at", "benefits"})
     name = item.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 60:
         raise row.error("a tier needs a 'name' (1-60 characters)")
@@ -146,9 +144,7 @@ _CONTEST_KEYS = {"id", "name", "from", "to", "metric", "rules", "roles", "scope"
 
 def _contest(row: Located) -> Contest:
     item = row.value
-    unknown = sorted(map(str, set(item) - _CONTEST_KEYS))
-    if unknown:
-        raise row.error(f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(_CONTEST_KEYS))})")
+    row.only(_CONTEST_KEYS)
     contest_id = item.get("id")
     if not isinstance(contest_id, str) or not _ID.match(contest_id):
         raise row.error("a contest 'id' is lower-case letters, digits, '-' or '_', e.g. fastest-five")

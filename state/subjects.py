@@ -1,8 +1,7 @@
 """What the scorer remembers per subject (a job card, a sale, a survey) so that a later event can take
 awards back (:mod:`agents.retractions`). One Redis hash per subject, ``{ns}:subject:{family}:{id}``:
 
-- ``a:{award_id}`` -> the award's ledger record without its inputs and multipliers (an award something
-  may take back later);
+- ``a:{award_id}`` -> an award something may take back later, compactly (what a retraction needs);
 - ``t:{event_id}`` -> an event that takes awards back (JSON, :class:`agents.retractions.Taker`);
 - ``r:{retraction_id}`` -> ``"{award_id} {points}"``: a retraction already on the ledger.
 
@@ -15,8 +14,8 @@ untouched for that long is forgotten, and events about it can no longer take any
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 
+import orjson
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
@@ -41,7 +40,7 @@ class SubjectStore:
             for key in keys:
                 pipe.hgetall(self._key(key))
             found = await pipe.execute()
-        return {key: decode(fields) for key, fields in zip(keys, found, strict=True)}
+        return {key: decode(fields, key) for key, fields in zip(keys, found, strict=True)}
 
     async def save(self, subjects: Mapping[str, Subject]) -> None:
         if not subjects:
@@ -69,26 +68,47 @@ def from_ledger(awards: Iterable[Award]) -> dict[str, Subject]:
 
 
 def encode(subject: Subject) -> dict[FieldT, EncodableT]:
-    # Without inputs and multipliers: a retraction does not repeat them, and they are most of the bytes.
-    fields: dict[FieldT, EncodableT] = {
-        f"a:{i}": replace(a, inputs={}, multipliers=()).to_ledger() for i, a in subject.awards.items()
-    }
+    fields: dict[FieldT, EncodableT] = {f"a:{i}": _compact(a) for i, a in subject.awards.items()}
     fields |= {f"t:{i}": t.to_json() for i, t in subject.takers.items()}
     fields |= {f"r:{i}": f"{original} {points}".encode() for i, (original, points) in subject.taken.items()}
     return fields
 
 
-def decode(fields: Mapping[bytes | str, bytes | str]) -> Subject:
+def decode(fields: Mapping[bytes | str, bytes | str], key: str = "") -> Subject:
     subject = Subject()
     for raw_name, value in fields.items():
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
         kind, _, ident = name.partition(":")
         data = value.encode() if isinstance(value, str) else value
         if kind == "a":
-            subject.awards[ident] = Award.from_ledger(data)
+            subject.awards[ident] = _expand(ident, data, key)
         elif kind == "t":
             subject.takers[ident] = Taker.from_json(data)
         elif kind == "r":
             original, points = data.decode().split()
             subject.taken[ident] = (original, int(points))
     return subject
+
+
+# An award kept under its subject, as a JSON array in this order (a retraction needs no more; inputs and
+# multipliers, which it does not repeat, would double the bytes).
+_KEPT = ("points", "rule_id", "rule_version", "staff_id", "role", "centre_id", "region", "state", "season")
+_KEPT_TAIL = ("occurred_at", "event_id", "event_type", "amount", "why")
+
+
+def _compact(award: Award) -> bytes:
+    values = [getattr(award, name) for name in (*_KEPT, *_KEPT_TAIL)]
+    return orjson.dumps([*values, list(award.retracted_by)])
+
+
+def _expand(award_id: str, data: bytes, subject: str) -> Award:
+    *values, retracted_by = orjson.loads(data)
+    fields = dict(zip((*_KEPT, *_KEPT_TAIL), values, strict=True))
+    return Award(
+        award_id=award_id,
+        inputs={},
+        multipliers=(),
+        subject=subject,
+        retracted_by=tuple(retracted_by),
+        **fields,
+    )

@@ -125,7 +125,7 @@ def _ledger(
         if start >= end:
             continue
         part = decoded[start:end]
-        subjects = {k: decode(encode(v)) for k, v in stored.items()}
+        subjects = {k: decode(encode(v), k) for k, v in stored.items()}
         result = score_decoded(part, pack=pack, directory=directory, already_seen=seen, subjects=subjects)
         seen |= {s.event.event_id for s in result.scored}
         stored |= {k: subjects[k] for k in result.changed_subjects}
@@ -234,9 +234,9 @@ def test_subject_record_round_trips(pack: RulePack, directory: Directory) -> Non
     subjects: dict[str, Subject] = {}
     decoded = _decoded([_closed(directory, START), _reopened(directory, START + timedelta(days=1))])
     score_decoded(decoded, pack=pack, directory=directory, subjects=subjects)
-    (subject,) = subjects.values()
+    ((key, subject),) = subjects.items()
     assert len(subject.awards) == 2 and len(subject.takers) == 1 and len(subject.taken) == 2
-    again = decode(encode(subject))
+    again = decode(encode(subject), key)
     assert (again.takers, again.taken) == (subject.takers, subject.taken)
     assert again.awards == {k: replace(a, inputs={}, multipliers=()) for k, a in subject.awards.items()}
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.retractions import Subject, Taker, settle, tracked
+from agents.retractions import Subject, Taker, settle, tracked_subject
 from agents.rules import RulePack
-from agents.scoring import Award, score_event, subject_of
+from agents.scoring import Award, score_event
 from config.directory import Directory
 from streams.events import Event, InvalidEvent, decode_event
 from streams.topics import Topics
@@ -155,7 +155,7 @@ def score_decoded(
             log.debug("scoring failure", exc_info=True)
             result.dead.append(DeadLetter(record, INTERNAL_ERROR, f"scoring failed: {type(exc).__name__}", event.type))
             continue
-        if subjects is not None and tracked(event, retractable) and (key := subject_of(event)):
+        if subjects is not None and (key := tracked_subject(event, retractable)):
             awards += settle(subjects.setdefault(key, Subject()), awards, Taker.of(event))
             result.changed_subjects.add(key)
         seen_here.add(event.event_id)
@@ -164,10 +164,9 @@ def score_decoded(
 
 
 def subjects_to_load(decoded: Sequence[tuple[SourceRecord, Event]], pack: RulePack) -> list[str]:
-    """The subjects whose records scoring these events needs (see :func:`agents.retractions.tracked`)."""
+    """The subjects whose records scoring these events needs (:func:`agents.retractions.tracked_subject`)."""
     retractable = pack.retractable_types
-    keys = (subject_of(event) for _, event in decoded if tracked(event, retractable))
-    return sorted({key for key in keys if key})
+    return sorted({key for _, event in decoded if (key := tracked_subject(event, retractable))})
 
 
 def score_batch(

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from agents.scoring import Award
+from agents.scoring import Award, subject_of
 from streams.contract import CORRECTABLE, RETRACTING
 from streams.events import Event, parse_time
 
@@ -166,7 +166,10 @@ def _id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(("retraction", *parts)).encode()).hexdigest()[:32]
 
 
-def tracked(event: Event, retractable_types: frozenset[str]) -> bool:
-    """Whether scoring ``event`` needs its subject's record: it takes awards back, or its awards may be
-    taken back (``retractable_types``: the event types a rule of the pack lets something take back)."""
-    return event.type in RETRACTING or event.type in CORRECTABLE or event.type in retractable_types
+def tracked_subject(event: Event, retractable_types: frozenset[str]) -> str:
+    """The subject whose record scoring ``event`` needs ("" for none): the event takes awards back, or
+    its awards may be taken back (``retractable_types``: the event types a rule of the pack lets
+    something take back)."""
+    if event.type in RETRACTING or event.type in CORRECTABLE or event.type in retractable_types:
+        return subject_of(event)
+    return ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -34,6 +35,20 @@ class RebuildReport:
     cleared_keys: int
 
 
+async def ledger_batches(
+    bootstrap: str, ledger_topic: str, *, batch_size: int = 5000
+) -> AsyncIterator[tuple[list[LedgerRecord], int]]:
+    """The whole ledger, a batch at a time: its readable records, and how many were not (each logged)."""
+    async for messages in read_topic(bootstrap, ledger_topic, batch=batch_size):
+        batch: list[LedgerRecord] = []
+        for m in messages:
+            try:
+                batch.append(LedgerRecord(m.partition, m.offset, Award.from_ledger(m.value)))
+            except (ValueError, KeyError, TypeError):
+                log.error("unreadable ledger record %s[%d]@%d", m.topic, m.partition, m.offset)
+        yield batch, len(messages) - len(batch)
+
+
 async def rebuild_from_ledger(
     bootstrap: str,
     ledger_topic: str,
@@ -49,15 +64,9 @@ async def rebuild_from_ledger(
     subjects = SubjectStore(redis, namespace, subject_ttl_s)
     cleared = await league.clear() if clear else 0
     records = applied = skipped = unreadable = 0
-    async for messages in read_topic(bootstrap, ledger_topic, batch=batch_size):
-        batch: list[LedgerRecord] = []
-        for m in messages:
-            records += 1
-            try:
-                batch.append(LedgerRecord(m.partition, m.offset, Award.from_ledger(m.value)))
-            except (ValueError, KeyError, TypeError):
-                unreadable += 1
-                log.error("unreadable ledger record %s[%d]@%d", m.topic, m.partition, m.offset)
+    async for batch, bad in ledger_batches(bootstrap, ledger_topic, batch_size=batch_size):
+        records += len(batch) + bad
+        unreadable += bad
         if batch:
             result = await league.apply(batch, rebuild=True)
             await subjects.save(from_ledger(r.award for r in batch))

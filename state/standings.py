@@ -8,19 +8,16 @@ award it takes back, so an award that was taken back never helped anyone reach a
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from agents.scoring import Award
 from config.programme import Contest, Programme
+from state.rebuild import ledger_batches
 from streams.events import parse_time
-from streams.topics import read_topic
-
-log = logging.getLogger("pitstop.standings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +40,7 @@ class Standing:
 
 async def read_entries(bootstrap: str, ledger_topic: str) -> list[Award]:
     """Every readable entry on the ledger (an unreadable record is logged and left out)."""
-    entries: list[Award] = []
-    async for messages in read_topic(bootstrap, ledger_topic, batch=5000):
-        for m in messages:
-            try:
-                entries.append(Award.from_ledger(m.value))
-            except (ValueError, KeyError, TypeError):
-                log.error("unreadable ledger record %s[%d]@%d", m.topic, m.partition, m.offset)
-    return entries
+    return [record.award async for batch, _ in ledger_batches(bootstrap, ledger_topic) for record in batch]
 
 
 def distinct(entries: Iterable[Award]) -> list[Award]:
@@ -121,15 +111,7 @@ class TierMove:
     benefits: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "staff_id": self.staff_id,
-            "season": self.season,
-            "points": self.points,
-            "before": self.before,
-            "after": self.after,
-            "move": self.move,
-            "benefits": list(self.benefits),
-        }
+        return asdict(self) | {"benefits": list(self.benefits)}
 
 
 def season_points(entries: Iterable[Award]) -> dict[str, dict[str, int]]:

@@ -74,7 +74,8 @@ def encode(subject: Subject) -> dict[FieldT, EncodableT]:
     return fields
 
 
-def decode(fields: Mapping[bytes | str, bytes | str], key: str = "") -> Subject:
+def decode(fields: Mapping[bytes | str, bytes | str], key: str) -> Subject:
+    """A subject as stored under ``key`` (e.g. "jobcard:JC-1"), which its kept awards name as their subject."""
     subject = Subject()
     for raw_name, value in fields.items():
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name

@@ -29,6 +29,10 @@ class WorkerMetrics:
     pack_version: Gauge
     ledger_gaps: Counter
     source_gaps: Counter
+    late_events: Counter
+    windows_closed: Counter
+    corrections: Counter
+    stream_time: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -120,6 +124,30 @@ class WorkerMetrics:
             source_gaps=Counter(
                 "pitstop_source_gaps_total",
                 "Times source records never reached the agent (dropped by a rebalance) and were read directly",
+                registry=registry,
+            ),
+            late_events=Counter(
+                "pitstop_late_events_total",
+                "Events that arrived after their day's KPI windows had closed, by event type",
+                ["type"],
+                registry=registry,
+            ),
+            windows_closed=Counter(
+                "pitstop_kpi_windows_closed_total",
+                "Centre KPI windows closed by event time and evaluated, by window kind",
+                ["window"],
+                registry=registry,
+            ),
+            corrections=Counter(
+                "pitstop_corrections_total",
+                "Correction entries appended to the ledger for closed windows, by rule",
+                ["rule"],
+                registry=registry,
+            ),
+            stream_time=Gauge(
+                "pitstop_stream_time_seconds",
+                "Highest event time seen per source partition (Unix seconds): the clock KPI windows close by",
+                ["partition"],
                 registry=registry,
             ),
         )

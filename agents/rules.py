@@ -21,7 +21,15 @@ from typing import Any, cast
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
 from config.loading import ConfigError, Located, load_yaml
-from streams.contract import CORRECTABLE, DERIVED_FACTS, EVENT_TYPES, RETRACTING, ROLES
+from streams.contract import (
+    CORRECTABLE,
+    DERIVED_FACTS,
+    EVENT_TYPES,
+    RETRACTING,
+    ROLES,
+    WINDOW_TYPES,
+    window_rule_facts,
+)
 from streams.events import Event, parse_time
 
 Facts = Mapping[str, Any]
@@ -87,10 +95,10 @@ _ALLOWED_NODES: frozenset[type[ast.AST]] = frozenset(
         ast.List,
         ast.Call,
         ast.IfExp,
+        ast.Attribute,  # only kpi.<name> (checked in _expression)
     }
 )
 _NODE_NAMES: dict[type[ast.AST], str] = {
-    ast.Attribute: "attribute access (a.b)",
     ast.Subscript: "indexing (a[b])",
     ast.Pow: "powers (**)",
     ast.Lambda: "lambda",
@@ -246,6 +254,11 @@ class RulePack:
         """Event types with a rule whose awards some later event may take back."""
         return frozenset(rule.on for rule in self.rules if rule.retracted_by)
 
+    @property
+    def window_kinds(self) -> frozenset[str]:
+        """The KPI windows (day, week, month, 30d) some rule fires on when they close."""
+        return frozenset(WINDOW_TYPES[rule.on] for rule in self.rules if rule.on in WINDOW_TYPES)
+
     def rules_for(self, event_type: str) -> tuple[Rule, ...]:
         return self._by_type().get(event_type, ())
 
@@ -337,15 +350,28 @@ def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
     if points <= 0:
         return None
     inputs = {name: facts.get(name) for name in rule.reads()}
-    why = rule.why.format_map(_Blank({k: v for k, v in inputs.items() if v is not None}))
+    why = _TEMPLATE.format(rule.why, {k: v for k, v in inputs.items() if v is not None})
     if applied:
         why += " (" + ", ".join(f"{name} x{factor}" for name, factor in applied) + ")"
     return Outcome(rule, points, inputs, tuple(applied), why)
 
 
-class _Blank(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "?"
+class _Template(string.Formatter):
+    """``why`` templates: ``{name}`` is looked up whole (``{kpi.csat_mean_month}`` names one fact); a fact
+    without a value reads "?"."""
+
+    def format(self, template: str, /, *args: Any, **kwargs: Any) -> str:
+        return self.vformat(template, (), args[0])
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        return kwargs.get(field_name, _MISSING), field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return "?" if value is _MISSING else super().format_field(value, format_spec)
+
+
+_MISSING = object()
+_TEMPLATE = _Template()
 
 
 # --- loading and validation ----------------------------------------------------------------------
@@ -415,8 +441,11 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise row.error(f"{label}: 'version' must be a whole number from 1")
     on = item.get("event")
-    if on not in EVENT_TYPES:
-        raise row.error(f"{label}: 'event' must be an event type (one of: {', '.join(sorted(EVENT_TYPES))})")
+    if on not in EVENT_TYPES and on not in WINDOW_TYPES:
+        raise row.error(
+            f"{label}: 'event' must be an event type (one of: {', '.join(sorted(EVENT_TYPES))}) or a KPI window "
+            f"closing (one of: {', '.join(WINDOW_TYPES)})"
+        )
     roles = item.get("roles")
     if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
         raise row.error(f"{label}: 'roles' must be a non-empty list of roles")
@@ -511,6 +540,9 @@ def _expression(row: Located, label: str, source: str, known: frozenset[str]) ->
         if type(node) not in _ALLOWED_NODES:
             what = _NODE_NAMES.get(type(node), type(node).__name__)
             raise row.error(f"{label}: {what} not allowed in a rule expression: {text}")
+        if isinstance(node, ast.Attribute) and not (isinstance(node.value, ast.Name) and node.value.id == "kpi"):
+            raise row.error(f"{label}: attribute access (a.b) not allowed in a rule expression (only kpi.NAME): {text}")
+    tree = _KpiNames().visit(tree)
     names: list[str] = []
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
@@ -521,18 +553,38 @@ def _expression(row: Located, label: str, source: str, known: frozenset[str]) ->
             if not node.args:
                 raise row.error(f"{label}: {node.func.id}() needs at least one argument")
         elif isinstance(node, ast.Name) and id(node) not in called:
-            if node.id not in known:
-                hint = difflib.get_close_matches(node.id, sorted(known), n=1)
-                suggestion = f" (did you mean {hint[0]}?)" if hint else ""
-                raise row.error(f"{label}: unknown fact {node.id!r} for this event type{suggestion}")
+            _check_fact(row, label, node.id, known)
             names.append(node.id)
         elif isinstance(node, ast.Constant) and not isinstance(node.value, bool | int | float | str | None):
             raise row.error(f"{label}: only numbers, strings, true/false and None may be written: {text}")
-    evaluated = EvalWithCompoundTypes.parse(text)
+    evaluated = _KpiNames().visit(EvalWithCompoundTypes.parse(text))
     for node in ast.walk(evaluated):  # exact decimal arithmetic: 0.1 + 0.2 == 0.3
         if isinstance(node, ast.Constant) and isinstance(node.value, float):
             node.value = cast(Any, Decimal(repr(node.value)))  # simpleeval returns constants as they are
     return Expression(text, evaluated, tuple(dict.fromkeys(names)))
+
+
+class _KpiNames(ast.NodeTransformer):
+    """``kpi.csat_mean_month`` (an attribute of a name) becomes one name, ``"kpi.csat_mean_month"``."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if isinstance(node.value, ast.Name) and node.value.id == "kpi":
+            return ast.copy_location(ast.Name(id=f"kpi.{node.attr}", ctx=ast.Load()), node)
+        return node
+
+
+def _check_fact(row: Located, label: str, name: str, known: frozenset[str]) -> None:
+    if name in known:
+        return
+    if name.startswith("kpi.") and "window" not in known:
+        raise row.error(
+            f"{label}: {name} is a KPI; KPIs are read by rules on a window closing (event: window.day, "
+            "window.week, window.month or window.30d), because an event's own rules are scored when it arrives, "
+            "before its windows are complete"
+        )
+    hint = difflib.get_close_matches(name, sorted(known), n=1)
+    suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+    raise row.error(f"{label}: unknown fact {name!r} for this event type{suggestion}")
 
 
 def _list(row: Located, label: str, key: str, value: Any) -> list[Any]:
@@ -565,8 +617,7 @@ def _conditions(row: Located, label: str, spec: Any, known: frozenset[str]) -> t
         raise row.error(f"{label}: 'when' must map facts to values, or be an expression such as \"rating >= 4\"")
     conditions: list[Condition | Expression] = []
     for fact, test in spec.items():
-        if fact not in known:
-            raise row.error(f"{label}: unknown fact {fact!r} for this event type")
+        _check_fact(row, label, str(fact), known)
         if isinstance(test, dict):
             if len(test) != 1 or next(iter(test)) not in _OPS:
                 raise row.error(f"{label}: {fact}: write {{op: value}} with op one of {', '.join(_OPS)}")
@@ -582,5 +633,7 @@ def _conditions(row: Located, label: str, spec: Any, known: frozenset[str]) -> t
 
 
 def _known_facts(event_type: str) -> frozenset[str]:
+    if event_type in WINDOW_TYPES:
+        return frozenset(window_rule_facts(event_type))
     _, properties, _ = EVENT_TYPES[event_type]
     return frozenset((*ENVELOPE_FACTS, *properties, *DERIVED_FACTS.get(event_type, ())))

@@ -1,9 +1,10 @@
 """The Faust worker: two agents that only move bytes around the pure steps.
 
-``score``: source topics -> validate -> score -> points-ledger (awaiting the broker's acks) and
-dead-letters -> mark event ids seen -> ack. ``project``: points-ledger -> one Lua call per partition
-batch in Redis -> ack. Source records are acked (so their offsets can be committed) only after their
-effects are durable; a broker or Redis failure is retried with backoff, never skipped.
+``score``: source topics -> validate -> score -> KPI windows (agents.windows) -> points-ledger
+(awaiting the broker's acks), dead-letters and late-events -> mark event ids seen -> ack.
+``project``: points-ledger -> one Lua call per partition batch in Redis -> ack. Source records are
+acked (so their offsets can be committed) only after their effects are durable; a broker or Redis
+failure is retried with backoff, never skipped.
 
 Both agents read ``stream.noack().noack_take(...)`` and ack by hand: Faust's ``take``/``take_events``
 ack a batch in a ``finally`` clause, which also runs when the batch is abandoned (error or shutdown)
@@ -22,7 +23,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 import faust
 import mode
+import orjson
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
@@ -39,10 +41,12 @@ from agents.metrics import WorkerMetrics
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award
+from agents.windows import KpiWindows, WindowStep
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
 from config.settings import Settings
 from state.dedup import SeenEvents
+from state.kpi import KpiStore
 from state.league import League, LedgerRecord
 from state.subjects import SubjectStore, from_ledger
 from streams.events import scrub_key, scrub_payload
@@ -107,6 +111,13 @@ class Scorer:
         self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
         self.league = League(redis, settings.redis_namespace)
         self.subjects = SubjectStore(redis, settings.redis_namespace, settings.subject_ttl_s)
+        self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
+        self.windows = KpiWindows(
+            self.kpi,
+            directory,
+            lateness=timedelta(seconds=settings.allowed_lateness_s),
+            repeat_within=timedelta(days=settings.repeat_complaint_days),
+        )
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
@@ -139,8 +150,14 @@ class Scorer:
         subjects = await self._retry("subjects", lambda: self.subjects.load(wanted))
         result = score_decoded(decoded, pack=pack, directory=self.directory, already_seen=already, subjects=subjects)
         result.dead[:0] = dead
+        # KPI records, windows closed by the stream time, corrections for late events: committed with an
+        # outbox of the ledger records they make, produced with the batch's own and then cleared.
+        scored = [(item.record, item.event) for item in result.scored]
+        step = await self._retry("kpi", lambda: self.windows.advance(scored, decoded, pack))
+        outbox = await self._retry("kpi", self.kpi.outbox)
 
-        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack))
+        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step))
+        await self._retry("kpi", lambda: self.kpi.clear_outbox(outbox))
         # After the ledger has them (a retraction is never remembered without its ledger record), before
         # the seen marks (an event scored again after a crash finds its subject as it left it, or older).
         changed = {key: subjects[key] for key in result.changed_subjects}
@@ -161,6 +178,18 @@ class Scorer:
                 else:
                     self.metrics.awards.labels(award.rule_id).inc()
                     self.metrics.points.inc(award.points)
+        for kind, count in step.closed.items():
+            self.metrics.windows_closed.labels(kind).inc(count)
+        for award in step.awards:
+            if award.kind == "correction":
+                self.metrics.corrections.labels(award.rule_id).inc()
+            else:
+                self.metrics.awards.labels(award.rule_id).inc()
+                self.metrics.points.inc(award.points)
+        for _, event, _ in step.late:
+            self.metrics.late_events.labels(event.type).inc()
+        for partition, ms in step.clock.items():
+            self.metrics.stream_time.labels(str(partition)).set(ms / 1000)
         for repeat in result.duplicates:
             self.metrics.events.labels(repeat.event.type, "duplicate").inc()
         for letter in result.dead:
@@ -207,10 +236,28 @@ class Scorer:
         return [*missing, *records] if missing else records
 
     async def _produce(
-        self, awards: Sequence[tuple[SourceRecord, Award]], dead: Sequence[DeadLetter], pack: RulePack
+        self,
+        awards: Sequence[tuple[SourceRecord, Award]],
+        dead: Sequence[DeadLetter],
+        pack: RulePack,
+        outbox: Mapping[str, bytes] | None = None,
+        step: WindowStep | None = None,
     ) -> None:
         producer = self.app.producer
         pending: list[Awaitable[Any]] = []
+        for entry in (outbox or {}).values():  # window awards and corrections (see agents.windows)
+            staff_id = str(orjson.loads(entry)["staff_id"]).encode()
+            headers = [("rule.pack", f"{pack.name}:{pack.version}".encode())]
+            pending.append(await producer.send(self.topics.ledger, staff_id, entry, None, None, headers))
+        for record, _, day in step.late if step else ():
+            headers = [
+                ("original.topic", record.topic.encode()),
+                ("original.partition", str(record.partition).encode()),
+                ("original.offset", str(record.offset).encode()),
+                ("late.day", day.isoformat().encode()),
+            ]
+            late = scrub_payload(record.value) if record.value is not None else None
+            pending.append(await producer.send(self.topics.late_events, record.key, late, None, None, headers))
         for record, award in awards:
             headers = [
                 ("event.topic", record.topic.encode()),

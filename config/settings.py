@@ -41,6 +41,9 @@ class Settings:
     max_future_skew_s: float = 900.0
     dedup_ttl_s: int = 8 * 24 * 3600
     subject_ttl_s: int = 90 * 24 * 3600  # how long after its last event a job card/sale/survey can take awards back
+    allowed_lateness_s: int = 48 * 3600  # a centre's day closes this long (stream time) after it ends
+    kpi_ttl_s: int = 120 * 24 * 3600  # how long KPI records and closed-window results are kept
+    repeat_complaint_days: int = 30  # a job card reopened within this many days of closing is a repeat complaint
     batch_size: int = 2000
     batch_within_s: float = 0.05
     bind_host: str = "127.0.0.1"  # where the gateway and the worker's /metrics listen
@@ -90,6 +93,9 @@ class Settings:
             max_future_skew_s=get("MAX_FUTURE_SKEW_S", d.max_future_skew_s, _float_between(0, 7 * 86400)),
             dedup_ttl_s=get("DEDUP_TTL_S", d.dedup_ttl_s, _int_between(60, 400 * 86400)),
             subject_ttl_s=get("SUBJECT_TTL_S", d.subject_ttl_s, _int_between(3600, 3660 * 86400)),
+            allowed_lateness_s=get("ALLOWED_LATENESS_S", d.allowed_lateness_s, _int_between(0, 31 * 86400)),
+            kpi_ttl_s=get("KPI_TTL_S", d.kpi_ttl_s, _int_between(40 * 86400, 3660 * 86400)),
+            repeat_complaint_days=get("REPEAT_COMPLAINT_DAYS", d.repeat_complaint_days, _int_between(1, 365)),
             batch_size=get("BATCH_SIZE", d.batch_size, _int_between(1, 100_000)),
             batch_within_s=get("BATCH_WITHIN_S", d.batch_within_s, _float_between(0.001, 10)),
             bind_host=get("BIND_HOST", d.bind_host, _host),
@@ -106,6 +112,11 @@ class Settings:
             shutdown_timeout_s=get("SHUTDOWN_TIMEOUT_S", d.shutdown_timeout_s, _float_between(1, 600)),
             data_dir=get("DATA_DIR", d.data_dir, _folder),
         )
+        if settings.kpi_ttl_s < settings.allowed_lateness_s + 32 * 86400:
+            raise SettingsError(
+                "PITSTOP_KPI_TTL_S must cover a month plus PITSTOP_ALLOWED_LATENESS_S (a month's records are read "
+                f"when it closes); got {settings.kpi_ttl_s} and {settings.allowed_lateness_s}"
+            )
         if settings.broker_heartbeat_interval_s * 3 > settings.broker_session_timeout_s:
             raise SettingsError(
                 "PITSTOP_BROKER_HEARTBEAT_INTERVAL_S must be at most a third of "

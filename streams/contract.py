@@ -266,3 +266,47 @@ def schema_for(event_type: str) -> Schema:
 
 def all_schemas() -> dict[str, Schema]:
     return {event_type: schema_for(event_type) for event_type in EVENT_TYPES}
+
+
+# KPIs by event time (agents.kpi). Rules on a window event type fire for each person active in a closed
+# window of their centre; they read kpi.<metric>_<window> facts (e.g. kpi.csat_mean_month).
+WINDOW_KINDS = ("day", "week", "month", "30d")
+ROLLING_DAYS = 30
+WINDOW_TYPES = {f"window.{kind}": kind for kind in WINDOW_KINDS}
+WINDOW_FACTS = ("window", "centre_id", "staff_id", "role")
+KPI_METRICS: dict[str, str] = {
+    "jobs": "job cards closed",
+    "turnaround_mean": "mean turnaround of closed job cards, minutes",
+    "turnaround_p90": "90th percentile turnaround, minutes",
+    "first_time_fix_rate": "share of closed job cards fixed first time (0-1)",
+    "on_time_rate": "share of closed job cards delivered by the promised time (0-1)",
+    "repeat_complaints": "job cards reopened within the repeat period of their closing",
+    "repeat_complaint_rate": "repeat complaints / job cards closed (0-1)",
+    "csat_count": "CSAT answers (the latest answer of each survey)",
+    "csat_mean": "mean CSAT rating (1-5)",
+    "nps_count": "NPS answers (the latest answer of each survey)",
+    "nps": "promoters (9-10) minus detractors (0-6), per cent of answers (-100 to 100)",
+    "upsells": "upsell lines sold",
+    "upsell_conversion": "closed job cards with an upsell line on them / job cards closed (0-1)",
+    "upsell_revenue": "upsell amounts sold minus amounts refunded",
+    "vehicles_sold": "vehicles sold",
+    "tickets_resolved": "tickets resolved",
+    "sla_compliance": "tickets resolved within their SLA / tickets resolved (0-1)",
+    "responses": "first responses sent",
+    "response_in_time_rate": "first responses sent within their SLA / first responses (0-1)",
+}
+
+
+def kpi_fact(metric: str, kind: str) -> str:
+    return f"kpi.{metric}_{kind}"
+
+
+def readable_windows(kind: str) -> tuple[str, ...]:
+    """The windows whose KPIs a rule on a ``kind`` window reads: that window, the day and the 30 days
+    ending on its last day (all closed at the same moment)."""
+    return tuple(dict.fromkeys((kind, "day", "30d")))
+
+
+def window_rule_facts(window_type: str) -> tuple[str, ...]:
+    kinds = readable_windows(WINDOW_TYPES[window_type])
+    return (*WINDOW_FACTS, *(kpi_fact(metric, kind) for kind in kinds for metric in KPI_METRICS))

@@ -1,7 +1,7 @@
 """Topic names and their configuration, and creating them on the broker.
 
 Source topics are keyed by ``centre_id`` (one centre's events stay in order); the ledger is keyed by
-``staff_id`` and kept forever; dead letters are kept for 90 days.
+``staff_id`` and kept forever; dead letters and late events are kept for 90 days.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from streams.contract import FAMILY_TOPICS
 
 LEDGER = "points-ledger"
 DEAD_LETTERS = "dead-letters"
+LATE_EVENTS = "late-events"  # events that arrived after their day's KPI windows had closed
 SOURCES = tuple(FAMILY_TOPICS.values())  # jobcards, tickets, surveys, sales, recognitions
 DLQ_RETENTION_MS = 90 * 24 * 3600 * 1000
 
@@ -44,6 +45,10 @@ class Topics:
     def dead_letters(self) -> str:
         return self.name(DEAD_LETTERS)
 
+    @property
+    def late_events(self) -> str:
+        return self.name(LATE_EVENTS)
+
     def family_of(self, topic: str) -> str | None:
         """The event family a source topic carries (``jobcards`` -> ``jobcard``)."""
         base = topic[len(self.prefix) :] if self.prefix and topic.startswith(self.prefix) else topic
@@ -58,12 +63,13 @@ class Topics:
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
-    """Create the source, ledger and dead-letter topics if they do not exist (idempotent)."""
+    """Create the source, ledger, dead-letter and late-event topics if they do not exist (idempotent)."""
     topics = Topics.from_settings(settings)
     n = settings.topic_partitions
     wanted = [NewTopic(name, n, 1) for name in topics.sources]
     wanted.append(NewTopic(topics.ledger, n, 1, topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}))
     wanted.append(NewTopic(topics.dead_letters, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
+    wanted.append(NewTopic(topics.late_events, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)

@@ -412,7 +412,8 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "event: survey.ces"),
             4,
-            f"{LABEL}'event' must be an event type (one of: {', '.join(sorted(EVENT_TYPES))})",
+            f"{LABEL}'event' must be an event type (one of: {', '.join(sorted(EVENT_TYPES))}) or a KPI window "
+            "closing (one of: window.day, window.week, window.month, window.30d)",
             id="unknown-event",
         ),
         pytest.param(

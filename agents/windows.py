@@ -1,0 +1,276 @@
+"""KPI windows closing by event time, the awards of rules on them, and corrections for late events.
+
+Each source partition keeps a stream time: the highest event time it has carried (events of one centre
+share a partition number on every source topic, so this is the centre's clock, as a Kafka Streams task
+keeps one). A centre's day is closed once the stream time has passed its end by the allowed lateness;
+then every window ending that day (the day, an ISO week ending on Sunday, a month ending on its last day,
+the 30 days ending that day) is evaluated for the people active in it, by the rules on that window
+(``event: window.month`` ...), from the records of its days. An event for a day already closed is late:
+its records still go into its buckets, the event goes to the ``late-events`` topic, and every closed
+window holding that day is evaluated again for its people; a result that changed becomes a correction
+entry on the ledger (the difference, naming the window award it corrects).
+
+No award reads a window before it is closed, so for events that arrive within the allowed lateness
+the awards do not depend on the order they arrive in. Each step's results and ledger records are
+stored together, atomically, before the records are produced (an outbox): a step redone after a crash
+finds its windows closed and produces the same records again, with the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from agents.kpi import (
+    Window,
+    closed_through,
+    closed_windows_holding,
+    contribution_of,
+    local_day,
+    summarize,
+    windows_ending,
+)
+from agents.pipeline import SourceRecord
+from agents.rules import Outcome, Rule, RulePack, evaluate
+from agents.scoring import Award, award_id
+from config.directory import Centre, Directory, Staff
+from state.kpi import Bucket, KpiStore, Placed, Result
+from streams.contract import readable_windows
+from streams.events import Event
+
+
+@dataclass
+class WindowStep:
+    """What one batch did to the KPI windows."""
+
+    awards: list[Award] = field(default_factory=list)  # window awards and corrections, in the outbox
+    late: list[tuple[SourceRecord, Event, date]] = field(default_factory=list)  # for the late-events topic
+    closed: Counter[str] = field(default_factory=Counter)  # window kind -> windows closed
+    clock: dict[int, int] = field(default_factory=dict)  # source partition -> stream time (ms)
+
+
+Records = Callable[[str, date], list[list[Any]]]
+
+
+def window_event_id(centre_id: str, window: Window) -> str:
+    return f"window:{centre_id}:{window.id}"
+
+
+def correction_id(base_award_id: str, revision: int) -> str:
+    return hashlib.sha256(f"correction\x1f{base_award_id}\x1f{revision}".encode()).hexdigest()[:32]
+
+
+def person_facts(window: Window, staff_id: str, records: Records) -> dict[str, Any]:
+    """The KPI facts a rule on ``window`` reads for one person: kpi.<metric>_<kind> for the readable kinds."""
+    facts: dict[str, Any] = {}
+    for kind in readable_windows(window.kind):
+        span = Window.of(kind, window.end)
+        summary = summarize(r for day in span.days() for r in records(staff_id, day))
+        facts |= {f"kpi.{metric}_{kind}": value for metric, value in summary.items()}
+    return facts
+
+
+def evaluate_window(
+    centre: Centre, window: Window, staff_id: str, pack: RulePack, directory: Directory, records: Records
+) -> list[tuple[Rule, Staff, Outcome | None]]:
+    """Every rule on this window's kind that applies to the person, with what it gives (None: nothing)."""
+    staff = directory.person(staff_id)
+    rules = pack.rules_for(f"window.{window.kind}")
+    if staff is None or not rules:
+        return []
+    at = window.end_moment(centre.timezone)
+    facts: dict[str, Any] | None = None
+    found: list[tuple[Rule, Staff, Outcome | None]] = []
+    for rule in rules:
+        if staff.role not in rule.roles or not rule.in_effect(at):
+            continue
+        if staff.suspended_at(at) or staff.groups & rule.exclude_groups:
+            found.append((rule, staff, None))
+            continue
+        if facts is None:
+            facts = person_facts(window, staff_id, records)
+            facts |= {"window": window.id, "centre_id": centre.id, "staff_id": staff_id, "role": staff.role}
+        found.append((rule, staff, evaluate(rule, facts)))
+    return found
+
+
+def window_award(centre: Centre, window: Window, rule: Rule, staff: Staff, outcome: Outcome) -> Award:
+    return Award(
+        award_id=award_id(window_event_id(centre.id, window), rule.id, rule.version, staff.id),
+        event_id=window_event_id(centre.id, window),
+        event_type=rule.on,
+        rule_id=rule.id,
+        rule_version=rule.version,
+        staff_id=staff.id,
+        role=staff.role,
+        centre_id=centre.id,
+        region=centre.region,
+        state=centre.state,
+        season=f"{window.end:%Y-%m}",
+        points=outcome.points,
+        occurred_at=window.end_moment(centre.timezone).isoformat(),
+        inputs=outcome.inputs,
+        multipliers=outcome.multipliers,
+        why=outcome.why,
+    )
+
+
+def correction(
+    centre: Centre, window: Window, rule: Rule, staff: Staff, outcome: Outcome | None, before: Result
+) -> tuple[Award, Result]:
+    """The entry that brings a closed window's result from ``before`` to what ``outcome`` gives now."""
+    now = outcome.points if outcome else 0
+    base = award_id(window_event_id(centre.id, window), rule.id, rule.version, staff.id)
+    revision = before.revision + 1
+    entry = Award(
+        award_id=correction_id(base, revision),
+        event_id=window_event_id(centre.id, window),
+        event_type=rule.on,
+        rule_id=rule.id,
+        rule_version=rule.version,
+        staff_id=staff.id,
+        role=staff.role,
+        centre_id=centre.id,
+        region=centre.region,
+        state=centre.state,
+        season=f"{window.end:%Y-%m}",
+        points=now - before.points,
+        occurred_at=window.end_moment(centre.timezone).isoformat(),
+        inputs=(outcome.inputs if outcome else {}) | {"points_before": before.points, "points_after": now},
+        multipliers=outcome.multipliers if outcome else (),
+        why=f"Late events corrected {window.id} ({rule.id}): {before.points} -> {now} points",
+        kind="correction",
+        retracts=base,
+    )
+    return entry, Result(now, revision)
+
+
+class KpiWindows:
+    """Drives the KPI state of one worker's partitions, one batch at a time (see the module docs)."""
+
+    def __init__(self, store: KpiStore, directory: Directory, *, lateness: timedelta, repeat_within: timedelta) -> None:
+        self.store = store
+        self.directory = directory
+        self.lateness = lateness
+        self.repeat_within = repeat_within
+
+    async def advance(
+        self,
+        scored: Sequence[tuple[SourceRecord, Event]],
+        seen: Sequence[tuple[SourceRecord, Event]],
+        pack: RulePack,
+    ) -> WindowStep:
+        """``scored``: this batch's new events; ``seen``: every valid event in it (repeats move clocks too).
+        Writes the records, closes what the stream time now allows, corrects for late events, and
+        commits the step (results + outbox) before returning it; the caller produces ``step.awards``."""
+        step = WindowStep()
+        marks = await self.store.closed({event.centre_id for _, event in scored})
+        placed: list[Placed] = []
+        first_day: dict[str, date] = {}
+        for record, event in scored:
+            centre = self.directory.centre(event.centre_id)
+            if centre is None:
+                continue
+            day = local_day(event.occurred_at, centre.timezone)
+            first_day[centre.id] = min(day, first_day.get(centre.id, day))
+            if centre.id in marks and day <= marks[centre.id]:
+                step.late.append((record, event, day))
+            contribution = contribution_of(event, centre.timezone, self.repeat_within)
+            if contribution is not None:
+                on_event = tuple(dict.fromkeys(p.staff_id for p in event.people))
+                placed.append(Placed(contribution, centre.id, on_event, record.partition))
+        displaced = await self.store.add(placed)
+
+        clock = await self.store.clock(record.partition for record, _ in seen)
+        for record, event in seen:
+            ms = int(event.occurred_at.timestamp() * 1000)
+            clock[record.partition] = max(clock.get(record.partition, ms), ms)
+        step.clock = clock
+
+        cache: dict[Bucket, list[list[Any]]] = {}
+        kinds = pack.window_kinds
+        results: dict[tuple[str, str], dict[str, Result]] = {}
+        advanced: dict[str, date] = {}
+        prior: dict[str, date] = {}
+        by_partition = await self.store.centres(clock)
+        all_marks = await self.store.closed(c for centres in by_partition.values() for c in centres)
+        for partition, centre_ids in sorted(by_partition.items()):
+            for centre_id in sorted(centre_ids):
+                centre = self.directory.centre(centre_id)
+                if centre is None:
+                    continue
+                through = closed_through(clock[partition], centre.timezone, self.lateness)
+                if centre_id in all_marks:
+                    prior[centre_id] = mark = all_marks[centre_id]
+                else:  # first seen: its windows start with its first day (or the lateness horizon)
+                    mark = min(first_day.get(centre_id, through + timedelta(days=1)) - timedelta(days=1), through)
+                    advanced[centre_id] = mark
+                if through <= mark:
+                    continue
+                advanced[centre_id] = through
+                for window in windows_ending(mark, through, kinds):
+                    step.closed[window.kind] += 1
+                    people = await self.store.people(centre_id, window.days())
+                    await self._load(cache, window, people)
+                    fired = results.setdefault((centre_id, window.id), {})
+                    for staff_id in sorted(people):
+                        for rule, staff, outcome in evaluate_window(
+                            centre, window, staff_id, pack, self.directory, _reader(cache)
+                        ):
+                            if outcome is not None:
+                                award = window_award(centre, window, rule, staff, outcome)
+                                fired[f"{rule.id}|{staff.id}"] = Result(award.points, 0)
+                                step.awards.append(award)
+
+        # Late events (and surveys whose older answer left a closed day): windows closed before this step
+        # that hold their days are evaluated again for their people.
+        touched: set[tuple[str, Window, str]] = set()
+        for _, event, day in step.late:
+            for window in closed_windows_holding(day, prior.get(event.centre_id, day), kinds):
+                touched |= {(event.centre_id, window, p.staff_id) for p in event.people}
+        for bucket in displaced:
+            if bucket.scope != "p" or (person := self.directory.person(bucket.id)) is None:
+                continue
+            centre_id = person.centre_id
+            if centre_id in prior:
+                for window in closed_windows_holding(bucket.day, prior[centre_id], kinds):
+                    touched.add((centre_id, window, bucket.id))
+        if touched:
+            stored = await self.store.results({(c, w.id) for c, w, _ in touched})
+            for centre_id, window, staff_id in sorted(touched):
+                centre = self.directory.centre(centre_id)
+                if centre is None:
+                    continue
+                await self._load(cache, window, [staff_id])
+                current = stored[(centre_id, window.id)]
+                evaluated = evaluate_window(centre, window, staff_id, pack, self.directory, _reader(cache))
+                for rule, staff, outcome in evaluated:
+                    name = f"{rule.id}|{staff.id}"
+                    before = current.get(name, Result(0, 0))
+                    if (outcome.points if outcome else 0) == before.points:
+                        continue
+                    entry, after = correction(centre, window, rule, staff, outcome, before)
+                    current[name] = after
+                    results.setdefault((centre_id, window.id), {})[name] = after
+                    step.awards.append(entry)
+
+        await self.store.commit(
+            clock=clock,
+            closed=advanced,
+            results=results,
+            outbox={a.award_id: a.to_ledger() for a in step.awards},
+        )
+        return step
+
+    async def _load(self, cache: dict[Bucket, list[list[Any]]], window: Window, people: Iterable[str]) -> None:
+        days = {d for kind in readable_windows(window.kind) for d in Window.of(kind, window.end).days()}
+        wanted = [Bucket("p", s, d) for s in people for d in days if Bucket("p", s, d) not in cache]
+        cache.update(await self.store.records(wanted))
+
+
+def _reader(cache: dict[Bucket, list[list[Any]]]) -> Records:
+    return lambda staff_id, day: cache.get(Bucket("p", staff_id, day), [])

@@ -1,0 +1,230 @@
+"""KPI state in Redis: per-day buckets of event records, the stream time of each source partition, how
+far each centre's windows are closed, the results of closed windows, and an outbox for the ledger
+records window closings produce. Layout (``{ns}`` is the namespace):
+
+- ``{ns}:kpi:b:{p|c}:{staff or centre}:{day}`` hash: ``e:{event_id}`` or ``s:{survey_id}`` -> record
+  (JSON, :func:`agents.kpi.contribution_of`); ``{ns}:kpi:people:{centre}:{day}`` set: who was active;
+- ``{ns}:kpi:survey:{centre}:{survey_id}`` -> ``"{ms}|{event_id}|{bucket}|..."``: where a survey's
+  newest answer is, so a newer one replaces it wherever it was (an older one changes nothing);
+- ``{ns}:kpi:clock`` hash: source partition -> stream time (ms, the highest event time seen);
+  ``{ns}:kpi:centres:{partition}`` set: the centres whose events that partition carries;
+- ``{ns}:kpi:closed`` hash: centre -> the last day whose windows are closed;
+- ``{ns}:kpi:results:{centre}:{window}`` hash: ``{rule}|{staff}`` -> ``"{points} {revision}"``;
+- ``{ns}:kpi:outbox`` hash: ledger record id -> record, until the ledger has acknowledged it.
+
+Buckets, people sets, survey pointers and results expire ``ttl_s`` after their last write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from agents.kpi import Contribution, decode_records
+
+# Adds event records to their buckets. ARGV: ttl, then per record: n, n bucket keys, field, value,
+# survey pointer key ("" for none), order ("{ms}|{event_id}"). Returns the buckets an older answer of a
+# survey was removed from.
+_ADD = """
+local ttl = tonumber(ARGV[1])
+local i = 2
+local displaced = {}
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local keys = {}
+  for j = 1, n do keys[j] = ARGV[i + j] end
+  i = i + n + 1
+  local field, value, pointer, order = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local write = true
+  if pointer ~= '' then
+    local prev = redis.call('GET', pointer)
+    if prev then
+      local a = string.find(prev, '|', 1, true)
+      local b = string.find(prev, '|', a + 1, true)
+      local pms, pid = tonumber(string.sub(prev, 1, a - 1)), string.sub(prev, a + 1, b - 1)
+      local sep = string.find(order, '|', 1, true)
+      local ms, id = tonumber(string.sub(order, 1, sep - 1)), string.sub(order, sep + 1)
+      if pms > ms or (pms == ms and pid > id) then
+        write = false
+      elseif pms < ms or pid < id then
+        for old in string.gmatch(string.sub(prev, b + 1), '[^|]+') do
+          redis.call('HDEL', old, field)
+          table.insert(displaced, old)
+        end
+      end
+    end
+    if write then
+      redis.call('SET', pointer, order .. '|' .. table.concat(keys, '|'), 'EX', ttl)
+    end
+  end
+  if write then
+    for _, key in ipairs(keys) do
+      redis.call('HSET', key, field, value)
+      redis.call('EXPIRE', key, ttl)
+    end
+  end
+end
+return displaced
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    scope: str  # "p" (a person) or "c" (a centre)
+    id: str
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A contribution and where it goes: the buckets of its people and its centre."""
+
+    contribution: Contribution
+    centre_id: str
+    staff: tuple[str, ...]
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a window rule gave a person for a closed window (points net of corrections)."""
+
+    points: int
+    revision: int  # 0 when the window closed; +1 per correction
+
+
+class KpiStore:
+    def __init__(self, redis: aioredis.Redis, namespace: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.ns = namespace
+        self.ttl_s = ttl_s
+        self._add = redis.register_script(_ADD)
+
+    def bucket_key(self, bucket: Bucket) -> str:
+        return f"{self.ns}:kpi:b:{bucket.scope}:{bucket.id}:{bucket.day.isoformat()}"
+
+    def parse_bucket(self, key: str) -> Bucket:
+        scope, rest = key[len(f"{self.ns}:kpi:b:") :].split(":", 1)
+        ident, day = rest.rsplit(":", 1)
+        return Bucket(scope, ident, date.fromisoformat(day))
+
+    def _people_key(self, centre: str, day: date) -> str:
+        return f"{self.ns}:kpi:people:{centre}:{day.isoformat()}"
+
+    def _results_key(self, centre: str, window_id: str) -> str:
+        return f"{self.ns}:kpi:results:{centre}:{window_id}"
+
+    async def add(self, placed: Sequence[Placed]) -> list[Bucket]:
+        """Write records to their buckets (idempotent); returns the buckets a survey's older answer left."""
+        if not placed:
+            return []
+        args: list[Any] = [self.ttl_s]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in placed:
+                c = item.contribution
+                keys = [self.bucket_key(Bucket("p", s, c.day)) for s in item.staff]
+                keys.append(self.bucket_key(Bucket("c", item.centre_id, c.day)))
+                pointer = f"{self.ns}:kpi:survey:{item.centre_id}:{c.field[2:]}" if c.survey else ""
+                order = f"{c.survey[0]}|{c.survey[1]}" if c.survey else ""
+                args += [len(keys), *keys, c.field, c.value, pointer, order]
+                people = self._people_key(item.centre_id, c.day)
+                pipe.sadd(people, *item.staff)
+                pipe.expire(people, self.ttl_s)
+                pipe.sadd(f"{self.ns}:kpi:centres:{item.partition}", item.centre_id)
+            await pipe.execute()
+        displaced = await self._add(keys=[], args=args)
+        return [self.parse_bucket(k.decode() if isinstance(k, bytes) else k) for k in displaced]
+
+    async def records(self, buckets: Iterable[Bucket]) -> dict[Bucket, list[list[Any]]]:
+        wanted = list(dict.fromkeys(buckets))
+        if not wanted:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in wanted:
+                pipe.hvals(self.bucket_key(bucket))
+            found = await pipe.execute()
+        return {b: list(decode_records(values)) for b, values in zip(wanted, found, strict=True)}
+
+    async def people(self, centre: str, days: Iterable[date]) -> set[str]:
+        keys = [self._people_key(centre, day) for day in days]
+        members = await self.redis.sunion(keys) if keys else set()
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    async def clock(self, partitions: Iterable[int]) -> dict[int, int]:
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return {}
+        values = await self.redis.hmget(f"{self.ns}:kpi:clock", [str(p) for p in wanted])
+        return {p: int(v) for p, v in zip(wanted, values, strict=True) if v is not None}
+
+    async def centres(self, partitions: Iterable[int]) -> dict[int, set[str]]:
+        wanted = sorted(set(partitions))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for partition in wanted:
+                pipe.smembers(f"{self.ns}:kpi:centres:{partition}")
+            found = await pipe.execute()
+        return {p: {m.decode() for m in members} for p, members in zip(wanted, found, strict=True)}
+
+    async def closed(self, centres: Iterable[str]) -> dict[str, date]:
+        wanted = sorted(set(centres))
+        if not wanted:
+            return {}
+        values = await self.redis.hmget(f"{self.ns}:kpi:closed", wanted)
+        return {c: date.fromisoformat(_text(v)) for c, v in zip(wanted, values, strict=True) if v is not None}
+
+    async def results(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Result]]:
+        """``(centre, window id)`` -> ``"{rule}|{staff}"`` -> result, for closed windows."""
+        wanted = list(dict.fromkeys(keys))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for centre, window_id in wanted:
+                pipe.hgetall(self._results_key(centre, window_id))
+            found = await pipe.execute()
+        out: dict[tuple[str, str], dict[str, Result]] = {}
+        for key, fields in zip(wanted, found, strict=True):
+            out[key] = {}
+            for name, value in fields.items():
+                points, revision = value.decode().split()
+                out[key][name.decode()] = Result(int(points), int(revision))
+        return out
+
+    async def commit(
+        self,
+        *,
+        clock: Mapping[int, int],
+        closed: Mapping[str, date],
+        results: Mapping[tuple[str, str], Mapping[str, Result]],
+        outbox: Mapping[str, bytes],
+    ) -> None:
+        """Record a step atomically: the windows closed, their results, and the ledger records they
+        produce (kept in the outbox until the ledger has them)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if clock:
+                pipe.hset(f"{self.ns}:kpi:clock", mapping={str(p): ms for p, ms in clock.items()})
+            if closed:
+                pipe.hset(f"{self.ns}:kpi:closed", mapping={c: d.isoformat() for c, d in closed.items()})
+            for (centre, window_id), fields in results.items():
+                if fields:
+                    key = self._results_key(centre, window_id)
+                    pipe.hset(key, mapping={n: f"{r.points} {r.revision}" for n, r in fields.items()})
+                    pipe.expire(key, self.ttl_s)
+            if outbox:
+                pipe.hset(f"{self.ns}:kpi:outbox", mapping={k: v for k, v in outbox.items()})
+            await pipe.execute()
+
+    async def outbox(self) -> dict[str, bytes]:
+        found = await self.redis.hgetall(f"{self.ns}:kpi:outbox")
+        return {_text(k): v.encode() if isinstance(v, str) else v for k, v in found.items()}
+
+    async def clear_outbox(self, ids: Iterable[str]) -> None:
+        wanted = list(ids)
+        if wanted:
+            await self.redis.hdel(f"{self.ns}:kpi:outbox", *wanted)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -4,8 +4,9 @@ windows a day belongs to. Pure (no Redis, no clock).
 An event contributes one small record to a bucket per person on it and one to its centre's bucket, for
 the day it happened in the centre's time zone (:func:`contribution_of`). A window (a day, an ISO week, a
 month, or the 30 days ending on a day) is a set of such days; its KPIs are :func:`summarize` over the
-records of its days. A survey's record is keyed by its ``survey_id``, so an answer sent again with a
-later time replaces the earlier one (:mod:`state.kpi` removes the earlier record wherever it was).
+records of its days. A survey answered again (same ``survey_id``, later time) counts once per window:
+its newest answer within the window. So what a window holds depends only on events inside it; an
+answer after the window's end never changes it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,6 @@ class Contribution:
     day: date
     field: str
     value: bytes
-    survey: tuple[int, str] | None = None  # (event time ms, event id): the newest answer of a survey wins
 
 
 def contribution_of(event: Event, tz: ZoneInfo, repeat_within: timedelta) -> Contribution | None:
@@ -131,9 +131,8 @@ def contribution_of(event: Event, tz: ZoneInfo, repeat_within: timedelta) -> Con
         record = ["r", int(repeat)]
     elif event.type in ("survey.csat", "survey.nps"):
         value = data["rating"] if event.type == "survey.csat" else data["score"]
-        order = (int(event.occurred_at.timestamp() * 1000), event.event_id)
-        kind = "c" if event.type == "survey.csat" else "n"
-        return Contribution(day, f"s:{data['survey_id']}", orjson.dumps([kind, value]), order)
+        at = int(event.occurred_at.timestamp() * 1000)
+        record = ["c" if event.type == "survey.csat" else "n", value, at, event.event_id, data["survey_id"]]
     elif event.type == "sale.upsell":
         record = ["u", str(data["amount"]), data.get("jobcard_id")]
     elif event.type == "sale.refunded":
@@ -156,8 +155,7 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
     """The KPIs of a window from its records; a rate or mean with nothing to divide by is None."""
     turnaround: list[float] = []
     ftf = on_time = repeats = upsells = vehicles = resolved = in_sla = responses = responded = 0
-    csat: list[int] = []
-    nps: list[int] = []
+    answers: dict[tuple[str, str], tuple[int, str, int]] = {}  # (kind, survey) -> newest (ms, event id, value)
     revenue = Decimal(0)
     upsold: set[str] = set()
     closed: set[str] = set()
@@ -170,10 +168,11 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
             closed.add(record[4])
         elif kind == "r":
             repeats += record[1]
-        elif kind == "c":
-            csat.append(record[1])
-        elif kind == "n":
-            nps.append(record[1])
+        elif kind in ("c", "n"):
+            answer = (record[2], record[3], record[1])
+            key = (kind, record[4])
+            if key not in answers or answers[key] < answer:
+                answers[key] = answer
         elif kind == "u":
             upsells += 1
             revenue += Decimal(record[1])
@@ -189,6 +188,8 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
         elif kind == "a":
             responses += 1
             responded += record[1]
+    csat = [value for (kind, _), (_, _, value) in answers.items() if kind == "c"]
+    nps = [value for (kind, _), (_, _, value) in answers.items() if kind == "n"]
     jobs = len(turnaround)
     tat = np.sort(np.asarray(turnaround, dtype=np.float64))
     return {

@@ -25,8 +25,10 @@ from streams.contract import (
     CORRECTABLE,
     DERIVED_FACTS,
     EVENT_TYPES,
+    KPI_METRICS,
     RETRACTING,
     ROLES,
+    WINDOW_KINDS,
     WINDOW_TYPES,
     window_rule_facts,
 )
@@ -576,6 +578,18 @@ class _KpiNames(ast.NodeTransformer):
 def _check_fact(row: Located, label: str, name: str, known: frozenset[str]) -> None:
     if name in known:
         return
+    if name.startswith("kpi.") and "window" in known:
+        readable = sorted({n.rsplit("_", 1)[1] for n in known if n.startswith("kpi.")}, key=WINDOW_KINDS.index)
+        metric, _, kind = name[4:].rpartition("_")
+        if metric in KPI_METRICS and kind in WINDOW_KINDS:
+            raise row.error(
+                f"{label}: {name} is not complete when this window closes (this rule reads "
+                f"{', '.join(f'kpi.{metric}_{k}' for k in readable)})"
+            )
+        raise row.error(
+            f"{label}: unknown KPI {name!r}: write kpi.<metric>_<window>, metric one of {', '.join(KPI_METRICS)}; "
+            f"window one of {', '.join(readable)}"
+        )
     if name.startswith("kpi.") and "window" not in known:
         raise row.error(
             f"{label}: {name} is a KPI; KPIs are read by rules on a window closing (event: window.day, "

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents.kpi import (
     Window,
@@ -74,27 +74,35 @@ def person_facts(window: Window, staff_id: str, records: Records) -> dict[str, A
     return facts
 
 
+class Evaluated(NamedTuple):
+    rule: Rule
+    staff: Staff
+    outcome: Outcome | None  # None: the rule gives this person nothing for this window
+    inputs: dict[str, Any]  # the facts the rule read
+
+
 def evaluate_window(
     centre: Centre, window: Window, staff_id: str, pack: RulePack, directory: Directory, records: Records
-) -> list[tuple[Rule, Staff, Outcome | None]]:
-    """Every rule on this window's kind that applies to the person, with what it gives (None: nothing)."""
+) -> list[Evaluated]:
+    """Every rule on this window's kind that applies to the person, with what it gives."""
     staff = directory.person(staff_id)
     rules = pack.rules_for(f"window.{window.kind}")
     if staff is None or not rules:
         return []
     at = window.end_moment(centre.timezone)
-    facts: dict[str, Any] | None = None
-    found: list[tuple[Rule, Staff, Outcome | None]] = []
+    facts: dict[str, Any] = {}
+    found: list[Evaluated] = []
     for rule in rules:
         if staff.role not in rule.roles or not rule.in_effect(at):
             continue
         if staff.suspended_at(at) or staff.groups & rule.exclude_groups:
-            found.append((rule, staff, None))
+            found.append(Evaluated(rule, staff, None, {}))
             continue
-        if facts is None:
+        if not facts:
             facts = person_facts(window, staff_id, records)
             facts |= {"window": window.id, "centre_id": centre.id, "staff_id": staff_id, "role": staff.role}
-        found.append((rule, staff, evaluate(rule, facts)))
+        inputs = {name: facts.get(name) for name in rule.reads()}
+        found.append(Evaluated(rule, staff, evaluate(rule, facts), inputs))
     return found
 
 
@@ -119,10 +127,9 @@ def window_award(centre: Centre, window: Window, rule: Rule, staff: Staff, outco
     )
 
 
-def correction(
-    centre: Centre, window: Window, rule: Rule, staff: Staff, outcome: Outcome | None, before: Result
-) -> tuple[Award, Result]:
-    """The entry that brings a closed window's result from ``before`` to what ``outcome`` gives now."""
+def correction(centre: Centre, window: Window, evaluated: Evaluated, before: Result) -> tuple[Award, Result]:
+    """The entry that brings a closed window's result from ``before`` to what the rule gives now."""
+    rule, staff, outcome, inputs = evaluated
     now = outcome.points if outcome else 0
     base = award_id(window_event_id(centre.id, window), rule.id, rule.version, staff.id)
     revision = before.revision + 1
@@ -140,7 +147,7 @@ def correction(
         season=f"{window.end:%Y-%m}",
         points=now - before.points,
         occurred_at=window.end_moment(centre.timezone).isoformat(),
-        inputs=(outcome.inputs if outcome else {}) | {"points_before": before.points, "points_after": now},
+        inputs=inputs | {"points_before": before.points, "points_after": now},
         multipliers=outcome.multipliers if outcome else (),
         why=f"Late events corrected {window.id} ({rule.id}): {before.points} -> {now} points",
         kind="correction",
@@ -183,7 +190,7 @@ class KpiWindows:
             if contribution is not None:
                 on_event = tuple(dict.fromkeys(p.staff_id for p in event.people))
                 placed.append(Placed(contribution, centre.id, on_event, record.partition))
-        displaced = await self.store.add(placed)
+        await self.store.add(placed)
 
         clock = await self.store.clock(record.partition for record, _ in seen)
         for record, event in seen:
@@ -218,7 +225,7 @@ class KpiWindows:
                     await self._load(cache, window, people)
                     fired = results.setdefault((centre_id, window.id), {})
                     for staff_id in sorted(people):
-                        for rule, staff, outcome in evaluate_window(
+                        for rule, staff, outcome, _ in evaluate_window(
                             centre, window, staff_id, pack, self.directory, _reader(cache)
                         ):
                             if outcome is not None:
@@ -226,19 +233,11 @@ class KpiWindows:
                                 fired[f"{rule.id}|{staff.id}"] = Result(award.points, 0)
                                 step.awards.append(award)
 
-        # Late events (and surveys whose older answer left a closed day): windows closed before this step
-        # that hold their days are evaluated again for their people.
+        # Late events: windows closed before this step that hold their days are evaluated again for their people.
         touched: set[tuple[str, Window, str]] = set()
         for _, event, day in step.late:
             for window in closed_windows_holding(day, prior.get(event.centre_id, day), kinds):
                 touched |= {(event.centre_id, window, p.staff_id) for p in event.people}
-        for bucket in displaced:
-            if bucket.scope != "p" or (person := self.directory.person(bucket.id)) is None:
-                continue
-            centre_id = person.centre_id
-            if centre_id in prior:
-                for window in closed_windows_holding(bucket.day, prior[centre_id], kinds):
-                    touched.add((centre_id, window, bucket.id))
         if touched:
             stored = await self.store.results({(c, w.id) for c, w, _ in touched})
             for centre_id, window, staff_id in sorted(touched):
@@ -247,13 +246,12 @@ class KpiWindows:
                     continue
                 await self._load(cache, window, [staff_id])
                 current = stored[(centre_id, window.id)]
-                evaluated = evaluate_window(centre, window, staff_id, pack, self.directory, _reader(cache))
-                for rule, staff, outcome in evaluated:
-                    name = f"{rule.id}|{staff.id}"
+                for evaluated in evaluate_window(centre, window, staff_id, pack, self.directory, _reader(cache)):
+                    name = f"{evaluated.rule.id}|{staff_id}"
                     before = current.get(name, Result(0, 0))
-                    if (outcome.points if outcome else 0) == before.points:
+                    if (evaluated.outcome.points if evaluated.outcome else 0) == before.points:
                         continue
-                    entry, after = correction(centre, window, rule, staff, outcome, before)
+                    entry, after = correction(centre, window, evaluated, before)
                     current[name] = after
                     results.setdefault((centre_id, window.id), {})[name] = after
                     step.awards.append(entry)

@@ -2,17 +2,16 @@
 far each centre's windows are closed, the results of closed windows, and an outbox for the ledger
 records window closings produce. Layout (``{ns}`` is the namespace):
 
-- ``{ns}:kpi:b:{p|c}:{staff or centre}:{day}`` hash: ``e:{event_id}`` or ``s:{survey_id}`` -> record
-  (JSON, :func:`agents.kpi.contribution_of`); ``{ns}:kpi:people:{centre}:{day}`` set: who was active;
-- ``{ns}:kpi:survey:{centre}:{survey_id}`` -> ``"{ms}|{event_id}|{bucket}|..."``: where a survey's
-  newest answer is, so a newer one replaces it wherever it was (an older one changes nothing);
+- ``{ns}:kpi:b:{p|c}:{staff or centre}:{day}`` hash: ``e:{event_id}`` (``s:{survey}:{event_id}`` for a
+  survey answer) -> record (JSON, :func:`agents.kpi.contribution_of`); ``{ns}:kpi:people:{centre}:{day}``
+  set: who was active that day;
 - ``{ns}:kpi:clock`` hash: source partition -> stream time (ms, the highest event time seen);
   ``{ns}:kpi:centres:{partition}`` set: the centres whose events that partition carries;
 - ``{ns}:kpi:closed`` hash: centre -> the last day whose windows are closed;
 - ``{ns}:kpi:results:{centre}:{window}`` hash: ``{rule}|{staff}`` -> ``"{points} {revision}"``;
 - ``{ns}:kpi:outbox`` hash: ledger record id -> record, until the ledger has acknowledged it.
 
-Buckets, people sets, survey pointers and results expire ``ttl_s`` after their last write.
+Buckets, people sets and results expire ``ttl_s`` after their last write.
 """
 
 from __future__ import annotations
@@ -25,52 +24,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agents.kpi import Contribution, decode_records
-
-# Adds event records to their buckets. ARGV: ttl, then per record: n, n bucket keys, field, value,
-# survey pointer key ("" for none), order ("{ms}|{event_id}"). Returns the buckets an older answer of a
-# survey was removed from.
-_ADD = """
-local ttl = tonumber(ARGV[1])
-local i = 2
-local displaced = {}
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local keys = {}
-  for j = 1, n do keys[j] = ARGV[i + j] end
-  i = i + n + 1
-  local field, value, pointer, order = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  local write = true
-  if pointer ~= '' then
-    local prev = redis.call('GET', pointer)
-    if prev then
-      local a = string.find(prev, '|', 1, true)
-      local b = string.find(prev, '|', a + 1, true)
-      local pms, pid = tonumber(string.sub(prev, 1, a - 1)), string.sub(prev, a + 1, b - 1)
-      local sep = string.find(order, '|', 1, true)
-      local ms, id = tonumber(string.sub(order, 1, sep - 1)), string.sub(order, sep + 1)
-      if pms > ms or (pms == ms and pid > id) then
-        write = false
-      elseif pms < ms or pid < id then
-        for old in string.gmatch(string.sub(prev, b + 1), '[^|]+') do
-          redis.call('HDEL', old, field)
-          table.insert(displaced, old)
-        end
-      end
-    end
-    if write then
-      redis.call('SET', pointer, order .. '|' .. table.concat(keys, '|'), 'EX', ttl)
-    end
-  end
-  if write then
-    for _, key in ipairs(keys) do
-      redis.call('HSET', key, field, value)
-      redis.call('EXPIRE', key, ttl)
-    end
-  end
-end
-return displaced
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +56,9 @@ class KpiStore:
         self.redis = redis
         self.ns = namespace
         self.ttl_s = ttl_s
-        self._add = redis.register_script(_ADD)
 
     def bucket_key(self, bucket: Bucket) -> str:
         return f"{self.ns}:kpi:b:{bucket.scope}:{bucket.id}:{bucket.day.isoformat()}"
-
-    def parse_bucket(self, key: str) -> Bucket:
-        scope, rest = key[len(f"{self.ns}:kpi:b:") :].split(":", 1)
-        ident, day = rest.rsplit(":", 1)
-        return Bucket(scope, ident, date.fromisoformat(day))
 
     def _people_key(self, centre: str, day: date) -> str:
         return f"{self.ns}:kpi:people:{centre}:{day.isoformat()}"
@@ -119,26 +66,22 @@ class KpiStore:
     def _results_key(self, centre: str, window_id: str) -> str:
         return f"{self.ns}:kpi:results:{centre}:{window_id}"
 
-    async def add(self, placed: Sequence[Placed]) -> list[Bucket]:
-        """Write records to their buckets (idempotent); returns the buckets a survey's older answer left."""
+    async def add(self, placed: Sequence[Placed]) -> None:
+        """Write records to their buckets; writing one again changes nothing."""
         if not placed:
-            return []
-        args: list[Any] = [self.ttl_s]
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in placed:
                 c = item.contribution
-                keys = [self.bucket_key(Bucket("p", s, c.day)) for s in item.staff]
-                keys.append(self.bucket_key(Bucket("c", item.centre_id, c.day)))
-                pointer = f"{self.ns}:kpi:survey:{item.centre_id}:{c.field[2:]}" if c.survey else ""
-                order = f"{c.survey[0]}|{c.survey[1]}" if c.survey else ""
-                args += [len(keys), *keys, c.field, c.value, pointer, order]
+                buckets = [Bucket("p", s, c.day) for s in item.staff] + [Bucket("c", item.centre_id, c.day)]
+                for bucket in buckets:
+                    pipe.hset(self.bucket_key(bucket), c.field, c.value)
+                    pipe.expire(self.bucket_key(bucket), self.ttl_s)
                 people = self._people_key(item.centre_id, c.day)
                 pipe.sadd(people, *item.staff)
                 pipe.expire(people, self.ttl_s)
                 pipe.sadd(f"{self.ns}:kpi:centres:{item.partition}", item.centre_id)
             await pipe.execute()
-        displaced = await self._add(keys=[], args=args)
-        return [self.parse_bucket(k.decode() if isinstance(k, bytes) else k) for k in displaced]
 
     async def records(self, buckets: Iterable[Bucket]) -> dict[Bucket, list[list[Any]]]:
         wanted = list(dict.fromkeys(buckets))

@@ -107,7 +107,10 @@ def test_expression_multiplier(tmp_path: Path) -> None:
     [
         ('"ratng >= 4"', "'when': unknown fact 'ratng' for this event type (did you mean rating?)"),
         ('"rating >="', "'when': not a valid expression (invalid syntax): rating >="),
-        ('"rating.real > 1"', "'when': attribute access (a.b) not allowed in a rule expression (only kpi.NAME): rating.real > 1"),
+        (
+            '"rating.real > 1"',
+            "'when': attribute access (a.b) not allowed in a rule expression (only kpi.NAME): rating.real > 1",
+        ),
         ("\"feedback[0] == 'a'\"", "'when': indexing (a[b]) not allowed in a rule expression: feedback[0] == 'a'"),
         ('"rating ** 99 > 1"', "'when': powers (**) not allowed in a rule expression: rating ** 99 > 1"),
         ("\"__import__('os')\"", "'when': unknown function __import__() (allowed: min, max, abs)"),

@@ -13,7 +13,7 @@ import pytest
 
 from agents.rules import Condition, Multiplier, Rule, RulePack, evaluate, event_facts, load_rule_pack
 from config.loading import ConfigError
-from streams.contract import EVENT_TYPES, ROLES
+from streams.contract import EVENT_TYPES, ROLES, WINDOW_TYPES
 from streams.events import decode_event
 from streams.examples import EXAMPLES
 
@@ -58,10 +58,12 @@ def facts_of(event_type: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_default_pack_loads(pack: RulePack) -> None:
-    """The default pack has its name, version 1 and 16 rules with unique ids and known types and roles."""
-    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 1, 16)
-    assert len({r.id for r in pack.rules}) == 16
-    assert all(r.on in EVENT_TYPES and r.roles <= set(ROLES) for r in pack.rules)
+    """The default pack has its name, version 1 and 19 rules (3 on KPI windows) with unique ids and known
+    types and roles."""
+    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 1, 19)
+    assert len({r.id for r in pack.rules}) == 19
+    assert all((r.on in EVENT_TYPES or r.on in WINDOW_TYPES) and r.roles <= set(ROLES) for r in pack.rules)
+    assert pack.window_kinds == {"week", "month"}
     assert [r.id for r in pack.rules_for("jobcard.closed")] == [
         "jobcard.flawless",
         "jobcard.on_time",

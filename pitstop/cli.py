@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,13 @@ def _season(text: str) -> str:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a season: write YYYY-MM, e.g. 2026-11")
     return text
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: write YYYY-MM-DD, e.g. 2026-11-20") from None
 
 
 def _count(text: str) -> int:
@@ -129,6 +137,14 @@ def parser() -> argparse.ArgumentParser:
     league.add_argument("--role", default="all", help="one role's board (default: all roles)")
     league.add_argument("--limit", type=_count, default=50, help="rows (default 50)")
     league.add_argument("--json", action="store_true", help="print one JSON object")
+
+    kpi = sub.add_parser("kpi", help="a person's or a centre's KPIs for one window, by event time, from Redis")
+    whose = kpi.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--person", metavar="STAFF_ID")
+    whose.add_argument("--centre", metavar="CENTRE_ID")
+    kpi.add_argument("--window", choices=["day", "week", "month", "30d"], default="month")
+    kpi.add_argument("--on", type=_day, help="a day of the window, YYYY-MM-DD (default: today at the centre)")
+    kpi.add_argument("--json", action="store_true", help="print one JSON object")
 
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
@@ -266,6 +282,8 @@ def _run(args: argparse.Namespace) -> int:
         return _standings(settings, args)
     if args.command == "league":
         return asyncio.run(_league(settings, args))
+    if args.command == "kpi":
+        return asyncio.run(_kpi(settings, args))
     raise AssertionError(args.command)  # pragma: no cover
 
 
@@ -404,4 +422,50 @@ async def _league(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{board} (version {version}): {len(rows)} people")
         for rank, (staff_id, points) in enumerate(rows, 1):
             print(f"  #{rank:<4} {staff_id:<8} {points:>8}")
+    return 0
+
+
+async def _kpi(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from agents.kpi import Window
+    from config.directory import load_directory
+    from state.kpi import KpiStore
+
+    directory = load_directory(settings.directory_path)
+    person = directory.person(args.person) if args.person else None
+    centre_id = person.centre_id if person else args.centre
+    centre = directory.centre(centre_id) if centre_id else None
+    if centre is None or (args.person and person is None):
+        what = f"staff {args.person!r}" if args.person else f"centre {args.centre!r}"
+        print(f"pitstop: no {what} in {settings.directory_path}", file=sys.stderr)
+        return 2
+    day = args.on or datetime.now(centre.timezone).date()
+    window = Window.of(args.window, day)
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        store = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
+        kpis = await store.window_kpis("p" if person else "c", args.person or centre.id, window)
+        closed = (await store.closed([centre.id])).get(centre.id)
+    finally:
+        await redis.aclose()
+    final = closed is not None and window.end <= closed
+    report = {
+        "scope": "person" if person else "centre",
+        "id": args.person or centre.id,
+        "centre_id": centre.id,
+        "window": window.id,
+        "from": window.start.isoformat(),
+        "to": window.end.isoformat(),
+        "closed": final,  # False: events may still arrive (within the allowed lateness) and change it
+        "closed_through": closed.isoformat() if closed else None,
+        "kpis": kpis,
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    state = "closed" if final else "open: late events may still change it"
+    print(f"{report['scope']} {report['id']} ({centre.id}), {window.id} ({window.start} to {window.end}), {state}")
+    for name, value in kpis.items():
+        print(f"  {name:<24} {'-' if value is None else value}")
     return 0

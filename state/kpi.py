@@ -23,7 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agents.kpi import Contribution, decode_records
+from agents.kpi import Contribution, Window, decode_records, summarize
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,11 @@ class KpiStore:
                 pipe.hvals(self.bucket_key(bucket))
             found = await pipe.execute()
         return {b: list(decode_records(values)) for b, values in zip(wanted, found, strict=True)}
+
+    async def window_kpis(self, scope: str, ident: str, window: Window) -> dict[str, int | float | None]:
+        """The KPIs of one person's ("p") or centre's ("c") window, as its records stand now."""
+        found = await self.records(Bucket(scope, ident, day) for day in window.days())
+        return summarize(record for records in found.values() for record in records)
 
     async def people(self, centre: str, days: Iterable[date]) -> set[str]:
         keys = [self._people_key(centre, day) for day in days]

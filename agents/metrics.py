@@ -134,7 +134,7 @@ class WorkerMetrics:
             ),
             windows_closed=Counter(
                 "pitstop_kpi_windows_closed_total",
-                "Centre KPI windows closed by event time and evaluated, by window kind",
+                "Centre KPI windows with activity closed by event time and evaluated, by window kind",
                 ["window"],
                 registry=registry,
             ),

@@ -352,7 +352,9 @@ def evaluate(rule: Rule, facts: Facts) -> Outcome | None:
     if points <= 0:
         return None
     inputs = {name: facts.get(name) for name in rule.reads()}
-    why = _TEMPLATE.format(rule.why, {k: v for k, v in inputs.items() if v is not None})
+    known = {k: v for k, v in inputs.items() if v is not None}
+    # str.format_map is ~10x faster; it cannot look up a dotted name such as {kpi.csat_mean_month}
+    why = _TEMPLATE.format(rule.why, known) if "{kpi." in rule.why else rule.why.format_map(_Blank(known))
     if applied:
         why += " (" + ", ".join(f"{name} x{factor}" for name, factor in applied) + ")"
     return Outcome(rule, points, inputs, tuple(applied), why)
@@ -370,6 +372,11 @@ class _Template(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> str:
         return "?" if value is _MISSING else super().format_field(value, format_spec)
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
 
 
 _MISSING = object()

@@ -220,8 +220,10 @@ class KpiWindows:
                     continue
                 advanced[centre_id] = through
                 for window in windows_ending(mark, through, kinds):
-                    step.closed[window.kind] += 1
                     people = await self.store.people(centre_id, window.days())
+                    if not people:
+                        continue
+                    step.closed[window.kind] += 1
                     await self._load(cache, window, people)
                     fired = results.setdefault((centre_id, window.id), {})
                     for staff_id in sorted(people):

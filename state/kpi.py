@@ -16,6 +16,7 @@ Buckets, people sets and results expire ``ttl_s`` after their last write.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -24,6 +25,38 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agents.kpi import Contribution, Window, decode_records, summarize
+
+# One call for a batch's records. ARGV: ttl, n hashes, then per hash: key, n fields, field, value, ...;
+# n sets, then per set: key, n members, member, .... Every key written has its expiry renewed.
+_ADD = """
+local ttl = tonumber(ARGV[1])
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  for first = i + 2, i + 1 + 2 * n, 2000 do  -- unpack takes a few thousand values at most
+    redis.call('HSET', key, unpack(ARGV, first, math.min(first + 1999, i + 1 + 2 * n)))
+  end
+  redis.call('EXPIRE', key, ttl)
+  i = i + 2 + 2 * n
+end
+local sets = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, sets do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  for first = i + 2, i + 1 + n, 2000 do
+    redis.call('SADD', key, unpack(ARGV, first, math.min(first + 1999, i + 1 + n)))
+  end
+  redis.call('EXPIRE', key, ttl)
+  i = i + 2 + n
+end
+return 0
+"""
+# The values of many hashes in one call (ARGV: the keys), as a list of lists.
+_VALUES = """
+local out = {}
+for i, key in ipairs(ARGV) do out[i] = redis.call('HVALS', key) end
+return out
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +89,8 @@ class KpiStore:
         self.redis = redis
         self.ns = namespace
         self.ttl_s = ttl_s
+        self._add = redis.register_script(_ADD)
+        self._values = redis.register_script(_VALUES)
 
     def bucket_key(self, bucket: Bucket) -> str:
         return f"{self.ns}:kpi:b:{bucket.scope}:{bucket.id}:{bucket.day.isoformat()}"
@@ -67,30 +102,30 @@ class KpiStore:
         return f"{self.ns}:kpi:results:{centre}:{window_id}"
 
     async def add(self, placed: Sequence[Placed]) -> None:
-        """Write records to their buckets; writing one again changes nothing."""
+        """Write records to their buckets, in one call; writing one again changes nothing."""
         if not placed:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in placed:
-                c = item.contribution
-                buckets = [Bucket("p", s, c.day) for s in item.staff] + [Bucket("c", item.centre_id, c.day)]
-                for bucket in buckets:
-                    pipe.hset(self.bucket_key(bucket), c.field, c.value)
-                    pipe.expire(self.bucket_key(bucket), self.ttl_s)
-                people = self._people_key(item.centre_id, c.day)
-                pipe.sadd(people, *item.staff)
-                pipe.expire(people, self.ttl_s)
-                pipe.sadd(f"{self.ns}:kpi:centres:{item.partition}", item.centre_id)
-            await pipe.execute()
+        hashes: dict[str, dict[str, bytes]] = defaultdict(dict)
+        sets: dict[str, set[str]] = defaultdict(set)
+        for item in placed:
+            c = item.contribution
+            for bucket in [Bucket("p", s, c.day) for s in item.staff] + [Bucket("c", item.centre_id, c.day)]:
+                hashes[self.bucket_key(bucket)][c.field] = c.value
+            sets[self._people_key(item.centre_id, c.day)].update(item.staff)
+            sets[f"{self.ns}:kpi:centres:{item.partition}"].add(item.centre_id)
+        args: list[Any] = [self.ttl_s, len(hashes)]
+        for key, fields in hashes.items():
+            args += [key, len(fields), *(x for pair in fields.items() for x in pair)]
+        args.append(len(sets))
+        for key, members in sets.items():
+            args += [key, len(members), *sorted(members)]
+        await self._add(keys=[], args=args)
 
     async def records(self, buckets: Iterable[Bucket]) -> dict[Bucket, list[list[Any]]]:
         wanted = list(dict.fromkeys(buckets))
         if not wanted:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for bucket in wanted:
-                pipe.hvals(self.bucket_key(bucket))
-            found = await pipe.execute()
+        found = await self._values(keys=[], args=[self.bucket_key(b) for b in wanted])
         return {b: list(decode_records(values)) for b, values in zip(wanted, found, strict=True)}
 
     async def window_kpis(self, scope: str, ident: str, window: Window) -> dict[str, int | float | None]:

@@ -61,7 +61,9 @@ _RULE_KEYS = {
     "effective_to",
     "exclude",
     "retracted_by",
+    "cap",
 }
+CAP_KINDS = ("day", "week", "month")
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
 # The Python expression constructs a rule may use: arithmetic, comparisons, and/or/not, x if c else y,
 # tuples/lists for `in`, and the functions above. No attributes, subscripts, lambdas or comprehensions.
@@ -213,6 +215,7 @@ class Rule:
     effective_to: datetime | None = None  # ... to (exclusive)
     exclude_groups: frozenset[str] = frozenset()  # directory groups this rule never awards
     retracted_by: tuple[str, ...] = ()  # event types that take this rule's awards back (agents.retractions)
+    caps: tuple[tuple[str, int], ...] = ()  # (day|week|month, most points per person): settled when it closes
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -258,8 +261,15 @@ class RulePack:
 
     @property
     def window_kinds(self) -> frozenset[str]:
-        """The KPI windows (day, week, month, 30d) some rule fires on when they close."""
-        return frozenset(WINDOW_TYPES[rule.on] for rule in self.rules if rule.on in WINDOW_TYPES)
+        """The windows (day, week, month, 30d) that something happens at when they close: rules fire on
+        them, or caps are settled."""
+        kinds = {WINDOW_TYPES[rule.on] for rule in self.rules if rule.on in WINDOW_TYPES}
+        return frozenset(kinds | {kind for rule in self.rules for kind, _ in rule.caps})
+
+    @property
+    def capped(self) -> dict[str, Rule]:
+        """The rules with a cap, by id."""
+        return {rule.id: rule for rule in self.rules if rule.caps}
 
     def rules_for(self, event_type: str) -> tuple[Rule, ...]:
         return self._by_type().get(event_type, ())
@@ -486,6 +496,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
         raise row.error(f"{label}: 'exclude: groups' must be a list of group names")
     retracted_by = _retracted_by(row, label, on, item.get("retracted_by", []))
+    caps = _caps(row, label, on, item.get("cap", {}))
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -514,7 +525,22 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         effective_to,
         frozenset(groups),
         retracted_by,
+        caps,
     )
+
+
+def _caps(row: Located, label: str, on: str, spec: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(spec, dict) or set(spec) - set(CAP_KINDS):
+        raise row.error(f"{label}: 'cap' is {{day: N, week: N, month: N}} (any of them): the most points per person")
+    if spec and on in WINDOW_TYPES:
+        raise row.error(f"{label}: a rule on a window gives once per window: put its limit in 'points', not a cap")
+    for kind, value in spec.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
+            raise row.error(f"{label}: 'cap': {kind} must be a whole number of points from 1 to 1000000")
+    limits = [spec[k] for k in CAP_KINDS if k in spec]
+    if limits != sorted(limits):
+        raise row.error(f"{label}: 'cap': a longer period's cap cannot be lower than a shorter one's")
+    return tuple((kind, spec[kind]) for kind in CAP_KINDS if kind in spec)
 
 
 def _retracted_by(row: Located, label: str, on: str, spec: Any) -> tuple[str, ...]:

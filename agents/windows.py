@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
+import orjson
+
 from agents.kpi import (
+    Contribution,
     Window,
     closed_through,
     closed_windows_holding,
@@ -34,7 +37,7 @@ from agents.kpi import (
     summarize,
     windows_ending,
 )
-from agents.pipeline import SourceRecord
+from agents.pipeline import ScoredEvent, SourceRecord
 from agents.rules import Outcome, Rule, RulePack, evaluate
 from agents.scoring import Award, award_id
 from config.directory import Centre, Directory, Staff
@@ -79,6 +82,17 @@ class Evaluated(NamedTuple):
     staff: Staff
     outcome: Outcome | None  # None: the rule gives this person nothing for this window
     inputs: dict[str, Any]  # the facts the rule read
+    cap: bool = False  # a cap settlement of the rule's awards (negative points), not a rule on the window
+
+    @property
+    def key(self) -> str:
+        """What the person's result for this window is stored under."""
+        return f"{'cap:' if self.cap else ''}{self.rule.id}|{self.staff.id}"
+
+    def base_id(self, centre_id: str, window: Window) -> str:
+        """The id of the window's entry for this rule and person (a correction names it)."""
+        rule_id = f"cap:{self.rule.id}" if self.cap else self.rule.id
+        return award_id(window_event_id(centre_id, window), rule_id, self.rule.version, self.staff.id)
 
 
 def evaluate_window(
@@ -87,11 +101,12 @@ def evaluate_window(
     """Every rule on this window's kind that applies to the person, with what it gives."""
     staff = directory.person(staff_id)
     rules = pack.rules_for(f"window.{window.kind}")
-    if staff is None or not rules:
+    capped = [(rule, dict(rule.caps)[window.kind]) for rule in pack.capped.values() if window.kind in dict(rule.caps)]
+    if staff is None or not (rules or capped):
         return []
+    found = [settle_cap(window, staff, rule, cap, records) for rule, cap in capped]
     at = window.end_moment(centre.timezone)
     facts: dict[str, Any] = {}
-    found: list[Evaluated] = []
     for rule in rules:
         if staff.role not in rule.roles or not rule.in_effect(at):
             continue
@@ -106,11 +121,24 @@ def evaluate_window(
     return found
 
 
-def window_award(centre: Centre, window: Window, rule: Rule, staff: Staff, outcome: Outcome) -> Award:
+def settle_cap(window: Window, staff: Staff, rule: Rule, cap: int, records: Records) -> Evaluated:
+    """A person's awards of a capped rule in a window (by the events' days), and what is over the cap."""
+    awarded = sum(r[2] for day in window.days() for r in records(staff.id, day) if r[0] == "p" and r[1] == rule.id)
+    inputs = {"cap": cap, "awarded": awarded, "window": window.id}
+    if awarded <= cap:
+        return Evaluated(rule, staff, None, inputs, cap=True)
+    why = f"{rule.id} is capped at {cap} points a {window.kind}: {awarded} awarded in {window.id}"
+    return Evaluated(rule, staff, Outcome(rule, cap - awarded, inputs, (), why), inputs, cap=True)
+
+
+def window_award(centre: Centre, window: Window, evaluated: Evaluated) -> Award:
+    rule, staff, outcome, _, cap = evaluated
+    assert outcome is not None
     return Award(
-        award_id=award_id(window_event_id(centre.id, window), rule.id, rule.version, staff.id),
+        award_id=evaluated.base_id(centre.id, window),
         event_id=window_event_id(centre.id, window),
-        event_type=rule.on,
+        event_type=f"window.{window.kind}",
+        kind="cap" if cap else "award",
         rule_id=rule.id,
         rule_version=rule.version,
         staff_id=staff.id,
@@ -129,14 +157,14 @@ def window_award(centre: Centre, window: Window, rule: Rule, staff: Staff, outco
 
 def correction(centre: Centre, window: Window, evaluated: Evaluated, before: Result) -> tuple[Award, Result]:
     """The entry that brings a closed window's result from ``before`` to what the rule gives now."""
-    rule, staff, outcome, inputs = evaluated
+    rule, staff, outcome, inputs, _ = evaluated
     now = outcome.points if outcome else 0
-    base = award_id(window_event_id(centre.id, window), rule.id, rule.version, staff.id)
+    base = evaluated.base_id(centre.id, window)
     revision = before.revision + 1
     entry = Award(
         award_id=correction_id(base, revision),
         event_id=window_event_id(centre.id, window),
-        event_type=rule.on,
+        event_type=f"window.{window.kind}",
         rule_id=rule.id,
         rule_version=rule.version,
         staff_id=staff.id,
@@ -149,7 +177,7 @@ def correction(centre: Centre, window: Window, evaluated: Evaluated, before: Res
         occurred_at=window.end_moment(centre.timezone).isoformat(),
         inputs=inputs | {"points_before": before.points, "points_after": now},
         multipliers=outcome.multipliers if outcome else (),
-        why=f"Late events corrected {window.id} ({rule.id}): {before.points} -> {now} points",
+        why=f"Late events corrected {window.id} ({evaluated.key.split('|')[0]}): {before.points} -> {now} points",
         kind="correction",
         retracts=base,
     )
@@ -167,18 +195,21 @@ class KpiWindows:
 
     async def advance(
         self,
-        scored: Sequence[tuple[SourceRecord, Event]],
+        scored: Sequence[ScoredEvent],
         seen: Sequence[tuple[SourceRecord, Event]],
         pack: RulePack,
     ) -> WindowStep:
-        """``scored``: this batch's new events; ``seen``: every valid event in it (repeats move clocks too).
-        Writes the records, closes what the stream time now allows, corrects for late events, and
-        commits the step (results + outbox) before returning it; the caller produces ``step.awards``."""
+        """``scored``: this batch's new events and their awards; ``seen``: every valid event in it (repeats
+        move clocks too)."""
+        # Writes the records, closes what the stream time now allows, corrects for late events, and
+        # commits the step (results + outbox) before returning it; the caller produces the outbox.
         step = WindowStep()
-        marks = await self.store.closed({event.centre_id for _, event in scored})
+        marks = await self.store.closed({item.event.centre_id for item in scored})
         placed: list[Placed] = []
         first_day: dict[str, date] = {}
-        for record, event in scored:
+        capped = pack.capped
+        for item in scored:
+            record, event = item.record, item.event
             centre = self.directory.centre(event.centre_id)
             if centre is None:
                 continue
@@ -190,6 +221,11 @@ class KpiWindows:
             if contribution is not None:
                 on_event = tuple(dict.fromkeys(p.staff_id for p in event.people))
                 placed.append(Placed(contribution, centre.id, on_event, record.partition))
+            for award in item.awards:  # a capped rule's awards, to settle its caps when their periods close
+                if award.kind == "award" and award.rule_id in capped:
+                    points = orjson.dumps(["p", award.rule_id, award.points])
+                    cap = Contribution(day, f"a:{award.award_id}", points)
+                    placed.append(Placed(cap, centre.id, (award.staff_id,), record.partition, centre_bucket=False))
         await self.store.add(placed)
 
         clock = await self.store.clock(record.partition for record, _ in seen)
@@ -227,12 +263,12 @@ class KpiWindows:
                     await self._load(cache, window, people)
                     fired = results.setdefault((centre_id, window.id), {})
                     for staff_id in sorted(people):
-                        for rule, staff, outcome, _ in evaluate_window(
+                        for evaluated in evaluate_window(
                             centre, window, staff_id, pack, self.directory, _reader(cache)
                         ):
-                            if outcome is not None:
-                                award = window_award(centre, window, rule, staff, outcome)
-                                fired[f"{rule.id}|{staff.id}"] = Result(award.points, 0)
+                            if evaluated.outcome is not None:
+                                award = window_award(centre, window, evaluated)
+                                fired[evaluated.key] = Result(award.points, 0)
                                 step.awards.append(award)
 
         # Late events: windows closed before this step that hold their days are evaluated again for their people.
@@ -249,7 +285,7 @@ class KpiWindows:
                 await self._load(cache, window, [staff_id])
                 current = stored[(centre_id, window.id)]
                 for evaluated in evaluate_window(centre, window, staff_id, pack, self.directory, _reader(cache)):
-                    name = f"{evaluated.rule.id}|{staff_id}"
+                    name = evaluated.key
                     before = current.get(name, Result(0, 0))
                     if (evaluated.outcome.points if evaluated.outcome else 0) == before.points:
                         continue

@@ -152,8 +152,7 @@ class Scorer:
         result.dead[:0] = dead
         # KPI records, windows closed by the stream time, corrections for late events: committed with an
         # outbox of the ledger records they make, produced with the batch's own and then cleared.
-        scored = [(item.record, item.event) for item in result.scored]
-        step = await self._retry("kpi", lambda: self.windows.advance(scored, decoded, pack))
+        step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
         outbox = await self._retry("kpi", self.kpi.outbox)
 
         await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step))

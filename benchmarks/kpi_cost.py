@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for batch in batches:
             decoded, _ = decode_batch(batch, topics=Topics(), now=far)
             result = score_decoded(decoded, pack=pack, directory=directory, subjects=subjects)
-            done = await windows.advance([(s.record, s.event) for s in result.scored], decoded, pack)
+            done = await windows.advance(result.scored, decoded, pack)
             await store.clear_outbox(a.award_id for a in done.awards)
             awards += len(done.awards)
             late += len(done.late)

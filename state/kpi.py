@@ -74,6 +74,7 @@ class Placed:
     centre_id: str
     staff: tuple[str, ...]
     partition: int
+    centre_bucket: bool = True  # False: the people's buckets only (a capped rule's awards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,10 @@ class KpiStore:
         sets: dict[str, set[str]] = defaultdict(set)
         for item in placed:
             c = item.contribution
-            for bucket in [Bucket("p", s, c.day) for s in item.staff] + [Bucket("c", item.centre_id, c.day)]:
+            buckets = [Bucket("p", s, c.day) for s in item.staff]
+            if item.centre_bucket:
+                buckets.append(Bucket("c", item.centre_id, c.day))
+            for bucket in buckets:
                 hashes[self.bucket_key(bucket)][c.field] = c.value
             sets[self._people_key(item.centre_id, c.day)].update(item.staff)
             sets[f"{self.ns}:kpi:centres:{item.partition}"].add(item.centre_id)

@@ -49,9 +49,12 @@ def distinct(entries: Iterable[Award]) -> list[Award]:
 
 
 def contribution(contest: Contest, entry: Award) -> Decimal:
-    """What one ledger entry adds to a person's contest score (negative for a retraction)."""
+    """What one ledger entry adds to a person's contest score (negative for a retraction). Corrections of
+    window awards and cap settlements change points only: they are neither awards nor sales."""
     if contest.metric == "points":
         return Decimal(entry.points)
+    if entry.kind not in ("award", "retraction"):
+        return Decimal(0)
     share = _decimal(entry.inputs.get("share"), Decimal(1)) if entry.kind == "retraction" else Decimal(1)
     if contest.metric == "awards":  # awards not wholly taken back
         return Decimal(1) if entry.kind == "award" else Decimal(-1) if share == 1 else Decimal(0)

@@ -38,6 +38,25 @@ def pack() -> RulePack:
 
 
 @pytest.fixture(scope="module")
+def capped_pack(tmp_path_factory: pytest.TempPathFactory) -> RulePack:
+    """The default pack with caps: five-star ratings 50 a day and 300 a month, on-time job cards 60 a week."""
+    text = DEFAULT_RULES.read_text(encoding="utf-8")
+    text = text.replace(
+        "    when: {rating: 5}\n    points: 25\n",
+        "    when: {rating: 5}\n    points: 25\n    cap: {day: 50, month: 300}\n",
+    )
+    text = text.replace(
+        "    when: {on_time: true}\n    points: 10\n",
+        "    when: {on_time: true}\n    points: 10\n    cap: {week: 60}\n",
+    )
+    path = tmp_path_factory.mktemp("pack") / "capped.yaml"
+    path.write_text(text, encoding="utf-8")
+    pack = load_rule_pack(path)
+    assert len(pack.capped) == 2
+    return pack
+
+
+@pytest.fixture(scope="module")
 def directory() -> Directory:
     return load_directory(DEFAULT_DIRECTORY)
 
@@ -83,7 +102,7 @@ class Run:
         result = score_decoded(
             decoded, pack=self.pack, directory=self.directory, already_seen=self.seen, subjects=self.subjects
         )
-        step = await self.windows.advance([(s.record, s.event) for s in result.scored], decoded, self.pack)
+        step = await self.windows.advance(result.scored, decoded, self.pack)
         self.seen |= {s.event.event_id for s in result.scored}
         self.ledger += [award for _, award in result.awards] + step.awards
         self.steps.append(step)
@@ -241,11 +260,13 @@ async def test_the_ledger_is_the_same_for_any_arrival_order_within_the_lateness(
     order: int,
     sizes: list[int],
     redis: aioredis.Redis,
-    pack: RulePack,
+    capped_pack: RulePack,
     directory: Directory,
 ) -> None:
     """Forty days of simulated events, in time order and in an order up to a day out of it (with repeats),
-    cut into random batches: the same ledger bytes, window awards included, and no late events."""
+    cut into random batches: the same ledger bytes, window awards and cap settlements included, and no
+    late events."""
+    pack = capped_pack
     events = _simulated(directory, seed, 40, 1200)
     shuffle = random.Random(order)
     arrival = _arrival(events, shuffle, timedelta(hours=24))
@@ -254,7 +275,8 @@ async def test_the_ledger_is_the_same_for_any_arrival_order_within_the_lateness(
     shuffled = Run(redis, f"s{uuid.uuid4().hex}", pack, directory)
     expected = await _ledger(in_order, events, [])
     assert await _ledger(shuffled, arrival, sizes) == expected
-    assert any(a.event_type.startswith("window.") for a in in_order.ledger)
+    assert any(a.event_type.startswith("window.") and a.kind == "award" for a in in_order.ledger)
+    assert any(a.kind == "cap" for a in in_order.ledger)
     assert not any(step.late for step in shuffled.steps)
     assert not any(a.kind == "correction" for a in shuffled.ledger)
     # scored again from the start (a replay into a fresh namespace): byte for byte the same
@@ -274,3 +296,29 @@ async def test_kpis_of_a_window_from_the_store(
     assert (kpis["csat_count"], kpis["csat_mean"]) == (3, round(11 / 3, 4))
     centre = await run.store.records([Bucket("c", "C01", d) for d in days])
     assert summarize(r for rs in centre.values() for r in rs)["csat_count"] == 3
+
+
+async def test_a_cap_is_settled_when_its_day_closes_and_corrected_by_a_late_award(
+    redis: aioredis.Redis, namespace: str, capped_pack: RulePack, directory: Directory
+) -> None:
+    """Five-star ratings are capped at 50 points a day: three on one day earn 75 at once; when the day
+    closes 25 is taken back; a fourth, late, earns its 25 and the cap takes 25 more."""
+    run = Run(redis, namespace, capped_pack, directory)
+    day = [datetime(2026, 11, 10, h, 0, tzinfo=UTC) for h in (4, 5, 6, 7)]
+    step = await run.feed([_csat("S0001", "C01", day[i], 5, f"cap{i}") for i in range(3)])
+    assert [a.points for a in run.ledger if a.rule_id == "survey.csat_five_star"] == [25, 25, 25]
+    step = await run.feed([_opened("C01", datetime(2026, 11, 13, tzinfo=UTC), 1)])
+    (settled,) = [a for a in step.awards if a.kind == "cap"]
+    assert (settled.rule_id, settled.staff_id, settled.points, settled.event_type) == (
+        "survey.csat_five_star",
+        "S0001",
+        -25,
+        "window.day",
+    )
+    assert settled.inputs == {"cap": 50, "awarded": 75, "window": "day:2026-11-10"}
+    assert settled.why == "survey.csat_five_star is capped at 50 points a day: 75 awarded in day:2026-11-10"
+    step = await run.feed([_csat("S0001", "C01", day[3], 5, "cap3")])
+    assert next(e for _, e, _ in step.late).event_id == "csat-cap3-11100700"
+    (fix,) = [a for a in step.awards if a.kind == "correction"]
+    assert (fix.points, fix.retracts, fix.inputs["awarded"]) == (-25, settled.award_id, 100)
+    assert sum(a.points for a in run.ledger if a.staff_id == "S0001" and "csat" in a.rule_id) == 50

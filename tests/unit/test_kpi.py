@@ -22,7 +22,7 @@ from agents.kpi import (
     windows_ending,
 )
 from agents.rules import load_rule_pack
-from agents.windows import correction, evaluate_window, window_award
+from agents.windows import correction, evaluate_window, settle_cap, window_award
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
@@ -268,12 +268,12 @@ def test_evaluating_a_window_for_a_person(tmp_path: Path) -> None:
     def records(staff_id: str, day: date) -> list[list[Any]]:
         return answers.get(day, []) if staff_id == "S0001" else []
 
-    ((_, _, outcome, inputs),) = evaluate_window(centre, window, "S0001", pack, directory, records)
-    assert outcome is None and inputs["kpi.csat_mean_30d"] == 4.0
+    (nothing,) = evaluate_window(centre, window, "S0001", pack, directory, records)
+    assert nothing.outcome is None and nothing.inputs["kpi.csat_mean_30d"] == 4.0
     answers[D(2026, 11, 29)] = [["c", 5, 2, "e2", "s2"], ["c", 5, 3, "e3", "s3"]]
-    ((rule, staff, outcome, _),) = evaluate_window(centre, window, "S0001", pack, directory, records)
-    assert outcome is not None and outcome.points == 30
-    award = window_award(centre, window, rule, staff, outcome)
+    (fired,) = evaluate_window(centre, window, "S0001", pack, directory, records)
+    assert fired.outcome is not None and fired.outcome.points == 30
+    award = window_award(centre, window, fired)
     assert (award.event_type, award.season) == ("window.month", "2026-11")
     assert award.why == "Star of month:2026-11: 4.7 over 3"
     # the same with the person suspended at the window's end: nothing (a correction would take it back)
@@ -292,3 +292,62 @@ def test_the_default_pack_s_window_rules() -> None:
     pack = load_rule_pack(DEFAULT_RULES)
     assert [r.id for r in pack.rules_for("window.month")] == ["kpi.csat_star", "kpi.zero_comebacks"]
     assert [r.id for r in pack.rules_for("window.week")] == ["kpi.sla_keeper"]
+
+
+CAPPED = """pack: test
+version: 1
+rules:
+  - id: survey.five
+    version: 1
+    event: survey.csat
+    roles: [technician]
+    when: {rating: 5}
+    points: 25
+    cap: {day: 50, month: 300}
+    why: "Five stars"
+"""
+
+
+def test_a_capped_rule_loads_and_its_periods_close(tmp_path: Path) -> None:
+    pack = _load(tmp_path, CAPPED)
+    assert pack.rules[0].caps == (("day", 50), ("month", 300))
+    assert pack.window_kinds == {"day", "month"} and set(pack.capped) == {"survey.five"}
+
+
+@pytest.mark.parametrize(
+    ("cap", "reason"),
+    [
+        ("{year: 10}", "'cap' is {day: N, week: N, month: N} (any of them): the most points per person"),
+        ("[50]", "'cap' is {day: N, week: N, month: N} (any of them): the most points per person"),
+        ("{day: 0}", "'cap': day must be a whole number of points from 1 to 1000000"),
+        ("{day: 2.5}", "'cap': day must be a whole number of points from 1 to 1000000"),
+        ("{day: true}", "'cap': day must be a whole number of points from 1 to 1000000"),
+        ("{day: 100, week: 50}", "'cap': a longer period's cap cannot be lower than a shorter one's"),
+    ],
+)
+def test_invalid_caps_are_refused_with_the_reason(tmp_path: Path, cap: str, reason: str) -> None:
+    assert _refusal(tmp_path, CAPPED.replace("{day: 50, month: 300}", cap)) == (4, f"rule survey.five: {reason}")
+
+
+def test_a_rule_on_a_window_takes_no_cap(tmp_path: Path) -> None:
+    text = WINDOW_RULE.replace("    why:", "    cap: {month: 10}\n    why:")
+    assert _refusal(tmp_path, text) == (
+        4,
+        "rule kpi.star: a rule on a window gives once per window: put its limit in 'points', not a cap",
+    )
+
+
+def test_settling_a_cap(tmp_path: Path) -> None:
+    pack = _load(tmp_path, CAPPED)
+    directory = load_directory(DEFAULT_DIRECTORY)
+    centre, staff, rule = directory.centres["C01"], directory.staff["S0001"], pack.rules[0]
+    window = Window.of("day", D(2026, 11, 10))
+    awards: list[list[Any]] = [["p", "survey.five", 25], ["p", "survey.five", 25], ["p", "other.rule", 99]]
+    under = settle_cap(window, staff, rule, 50, lambda s, d: awards if d == window.end else [])
+    assert under.outcome is None and under.inputs == {"cap": 50, "awarded": 50, "window": "day:2026-11-10"}
+    awards.append(["p", "survey.five", 25])
+    over = settle_cap(window, staff, rule, 50, lambda s, d: awards if d == window.end else [])
+    assert over.outcome is not None and over.outcome.points == -25
+    entry = window_award(centre, window, over)
+    assert (entry.kind, entry.event_type, entry.points, entry.season) == ("cap", "window.day", -25, "2026-11")
+    assert entry.award_id != window_award(centre, window, over._replace(cap=False)).award_id

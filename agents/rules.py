@@ -537,6 +537,8 @@ def _caps(row: Located, label: str, on: str, spec: Any) -> tuple[tuple[str, int]
     for kind, value in spec.items():
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
             raise row.error(f"{label}: 'cap': {kind} must be a whole number of points from 1 to 1000000")
+    if "week" in spec and "month" in spec:
+        raise row.error(f"{label}: 'cap': a week and a month cap cannot be combined (ISO weeks cross months)")
     limits = [spec[k] for k in CAP_KINDS if k in spec]
     if limits != sorted(limits):
         raise row.error(f"{label}: 'cap': a longer period's cap cannot be lower than a shorter one's")

@@ -122,8 +122,15 @@ def evaluate_window(
 
 
 def settle_cap(window: Window, staff: Staff, rule: Rule, cap: int, records: Records) -> Evaluated:
-    """A person's awards of a capped rule in a window (by the events' days), and what is over the cap."""
-    awarded = sum(r[2] for day in window.days() for r in records(staff.id, day) if r[0] == "p" and r[1] == rule.id)
+    """A person's awards of a capped rule in a window (by the events' days), and what is over the cap.
+
+    A week or month cap counts each day's awards after that day's own cap, so an excess is taken back once.
+    """
+    day_cap = dict(rule.caps).get("day") if window.kind != "day" else None
+    awarded = 0
+    for day in window.days():
+        points = sum(r[2] for r in records(staff.id, day) if r[0] == "p" and r[1] == rule.id)
+        awarded += points if day_cap is None else min(points, day_cap)
     inputs = {"cap": cap, "awarded": awarded, "window": window.id}
     if awarded <= cap:
         return Evaluated(rule, staff, None, inputs, cap=True)

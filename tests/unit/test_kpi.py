@@ -323,6 +323,7 @@ def test_a_capped_rule_loads_and_its_periods_close(tmp_path: Path) -> None:
         ("{day: 2.5}", "'cap': day must be a whole number of points from 1 to 1000000"),
         ("{day: true}", "'cap': day must be a whole number of points from 1 to 1000000"),
         ("{day: 100, week: 50}", "'cap': a longer period's cap cannot be lower than a shorter one's"),
+        ("{week: 100, month: 300}", "'cap': a week and a month cap cannot be combined (ISO weeks cross months)"),
     ],
 )
 def test_invalid_caps_are_refused_with_the_reason(tmp_path: Path, cap: str, reason: str) -> None:
@@ -351,3 +352,17 @@ def test_settling_a_cap(tmp_path: Path) -> None:
     entry = window_award(centre, window, over)
     assert (entry.kind, entry.event_type, entry.points, entry.season) == ("cap", "window.day", -25, "2026-11")
     assert entry.award_id != window_award(centre, window, over._replace(cap=False)).award_id
+
+
+def test_a_month_cap_counts_each_day_after_its_day_cap(tmp_path: Path) -> None:
+    """Five days of 75 points under a 50-a-day cap earn 250: the month cap of 300 takes nothing more."""
+    pack = _load(tmp_path, CAPPED)
+    staff, rule = load_directory(DEFAULT_DIRECTORY).staff["S0001"], pack.rules[0]
+    month = Window.of("month", D(2026, 11, 30))
+    busy = {D(2026, 11, d) for d in range(2, 7)}
+    three: list[list[Any]] = [["p", "survey.five", 25]] * 3
+    settled = settle_cap(month, staff, rule, 300, lambda s, d: three if d in busy else [])
+    assert settled.outcome is None and settled.inputs["awarded"] == 250
+    busy |= {D(2026, 11, d) for d in range(9, 12)}
+    settled = settle_cap(month, staff, rule, 300, lambda s, d: three if d in busy else [])
+    assert settled.outcome is not None and (settled.inputs["awarded"], settled.outcome.points) == (400, -100)

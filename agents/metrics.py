@@ -33,6 +33,7 @@ class WorkerMetrics:
     windows_closed: Counter
     corrections: Counter
     stream_time: Gauge
+    refusals: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -141,6 +142,12 @@ class WorkerMetrics:
             corrections=Counter(
                 "pitstop_corrections_total",
                 "Correction entries appended to the ledger for closed windows, by rule",
+                ["rule"],
+                registry=registry,
+            ),
+            refusals=Counter(
+                "pitstop_spot_awards_refused_total",
+                "Recognitions refused whole (over the giver's monthly budget, or the giver may not give), by rule",
                 ["rule"],
                 registry=registry,
             ),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents import budgets
 from agents.retractions import Subject, Taker, settle, tracked_subject
 from agents.rules import RulePack
 from agents.scoring import Award, score_event
@@ -122,12 +123,15 @@ def score_decoded(
     directory: Directory,
     already_seen: Set[str] = frozenset(),
     subjects: dict[str, Subject] | None = None,
+    budget_book: budgets.BudgetBook | None = None,
 ) -> BatchResult:
     """Score validated events; repeats of an event id (earlier batches or this one) are set aside.
 
     With ``subjects`` (what was seen before of the subjects of this batch's tracked events, see
     :func:`subjects_to_load`), retractions are scored too and ``subjects`` is updated in place; the
     subjects changed are listed in ``result.changed_subjects`` (to be stored once the ledger has them).
+    With ``budget_book``, recognitions drawing on a giver's budget are granted or refused in memory, in
+    the events' order (re-scoring the topics; the worker decides them in Redis, :mod:`agents.budgets`).
     Nothing raises: every event ends in exactly one of ``scored``, ``dead`` or ``duplicates``.
     """
     result = BatchResult()
@@ -160,6 +164,8 @@ def score_decoded(
             result.changed_subjects.add(key)
         seen_here.add(event.event_id)
         result.scored.append(ScoredEvent(record, event, tuple(awards)))
+    if budget_book is not None and (found := budgets.claims(result.scored, pack, directory)):
+        budgets.settle(result.scored, found, budget_book.decide(found))
     return result
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.budgets import BudgetBook
 from agents.pipeline import SourceRecord, decode_batch, score_decoded
 from agents.rules import RulePack
 from agents.scoring import Award
@@ -133,8 +134,10 @@ def diff_packs(
 
 
 def _awards(decoded: Sequence[tuple[SourceRecord, Event]], pack: RulePack, directory: Directory) -> Iterable[Award]:
-    # From the first event on, so the subjects start empty: retractions are replayed too.
-    for _, award in score_decoded(decoded, pack=pack, directory=directory, subjects={}).awards:
+    # From the first event on, so the subjects and budgets start empty: retractions and refusals are
+    # replayed too.
+    result = score_decoded(decoded, pack=pack, directory=directory, subjects={}, budget_book=BudgetBook())
+    for _, award in result.awards:
         yield award
 
 

@@ -25,6 +25,7 @@ from streams.contract import (
     CORRECTABLE,
     DERIVED_FACTS,
     EVENT_TYPES,
+    GIVER_FIELDS,
     KPI_METRICS,
     RETRACTING,
     ROLES,
@@ -62,6 +63,7 @@ _RULE_KEYS = {
     "exclude",
     "retracted_by",
     "cap",
+    "budget",
 }
 CAP_KINDS = ("day", "week", "month")
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
@@ -216,6 +218,7 @@ class Rule:
     exclude_groups: frozenset[str] = frozenset()  # directory groups this rule never awards
     retracted_by: tuple[str, ...] = ()  # event types that take this rule's awards back (agents.retractions)
     caps: tuple[tuple[str, int], ...] = ()  # (day|week|month, most points per person): settled when it closes
+    budget: int | None = None  # points a giver (the event's `awarded_by`) may give per month (agents.budgets)
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -497,6 +500,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         raise row.error(f"{label}: 'exclude: groups' must be a list of group names")
     retracted_by = _retracted_by(row, label, on, item.get("retracted_by", []))
     caps = _caps(row, label, on, item.get("cap", {}))
+    budget = _budget(row, label, on, item.get("budget"))
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -526,6 +530,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         frozenset(groups),
         retracted_by,
         caps,
+        budget,
     )
 
 
@@ -543,6 +548,17 @@ def _caps(row: Located, label: str, on: str, spec: Any) -> tuple[tuple[str, int]
     if limits != sorted(limits):
         raise row.error(f"{label}: 'cap': a longer period's cap cannot be lower than a shorter one's")
     return tuple((kind, spec[kind]) for kind in CAP_KINDS if kind in spec)
+
+
+def _budget(row: Located, label: str, on: str, spec: Any) -> int | None:
+    if spec is None:
+        return None
+    if on not in GIVER_FIELDS:
+        given = ", ".join(GIVER_FIELDS)
+        raise row.error(f"{label}: 'budget' is for events a person gives ({given}), not {on}")
+    if not isinstance(spec, int) or isinstance(spec, bool) or not 1 <= spec <= 10_000_000:
+        raise row.error(f"{label}: 'budget' must be a whole number of points from 1 to 10000000 (per giver per month)")
+    return spec
 
 
 def _retracted_by(row: Located, label: str, on: str, spec: Any) -> tuple[str, ...]:

@@ -37,6 +37,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 from redis.exceptions import RedisError
 
+from agents.budgets import claims as budget_claims
+from agents.budgets import settle as settle_budgets
 from agents.metrics import WorkerMetrics
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.rules import RulePack, load_rule_pack
@@ -45,6 +47,7 @@ from agents.windows import KpiWindows, WindowStep
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
 from config.settings import Settings
+from state.budgets import BudgetStore
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
 from state.league import League, LedgerRecord
@@ -111,6 +114,7 @@ class Scorer:
         self.seen = SeenEvents(redis, settings.redis_namespace, settings.dedup_ttl_s)
         self.league = League(redis, settings.redis_namespace)
         self.subjects = SubjectStore(redis, settings.redis_namespace, settings.subject_ttl_s)
+        self.budgets = BudgetStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
         self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
         self.windows = KpiWindows(
             self.kpi,
@@ -150,6 +154,10 @@ class Scorer:
         subjects = await self._retry("subjects", lambda: self.subjects.load(wanted))
         result = score_decoded(decoded, pack=pack, directory=self.directory, already_seen=already, subjects=subjects)
         result.dead[:0] = dead
+        # Recognitions drawing on a giver's monthly budget: granted or refused whole, atomically.
+        if found := budget_claims(result.scored, pack, self.directory):
+            decisions = await self._retry("budgets", lambda: self.budgets.decide(found))
+            settle_budgets(result.scored, found, decisions)
         # KPI records, windows closed by the stream time, corrections for late events: committed with an
         # outbox of the ledger records they make, produced with the batch's own and then cleared.
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
@@ -174,6 +182,8 @@ class Scorer:
                 if award.kind == "retraction":
                     self.metrics.retractions.labels(award.rule_id).inc()
                     self.metrics.points_taken_back.inc(-award.points)
+                elif award.kind == "refusal":
+                    self.metrics.refusals.labels(award.rule_id).inc()
                 else:
                     self.metrics.awards.labels(award.rule_id).inc()
                     self.metrics.points.inc(award.points)
@@ -346,8 +356,9 @@ class Scorer:
         self.metrics.ledger_gaps.inc()
         missing = await self._retry("ledger-read", partial(self._ledger_range, partition, start, end))
         await self._retry("league", partial(self.league.apply, missing))
-        restored = from_ledger(r.award for r in missing)  # Redis lost the subjects with the boards
+        restored = from_ledger(r.award for r in missing)  # Redis lost the subjects with the boards...
         await self._retry("subjects", partial(self.subjects.save, restored))
+        await self._retry("budgets", partial(self.budgets.restore, [r.award for r in missing]))  # ...and budgets
 
     async def _ledger_range(self, partition: int, start: int, end: int) -> list[LedgerRecord]:
         records = await self.read_range(self.topics.ledger, partition, start, end)

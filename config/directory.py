@@ -21,7 +21,8 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 CENTRE_FIELDS = ("id", "name", "region", "state", "timezone")
 STAFF_FIELDS = ("id", "name", "role", "centre")
 # Optional: groups a rule can exclude (a YAML list, or "a;b" in CSV), and a suspension by event time.
-STAFF_OPTIONAL = ("groups", "suspended_from", "suspended_to")
+# And a monthly spot-award budget in points, overriding the budget of the rules a person gives through.
+STAFF_OPTIONAL = ("groups", "suspended_from", "suspended_to", "spot_budget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class Staff:
     groups: frozenset[str] = frozenset()
     suspended_from: datetime | None = None  # events at or after this time earn this person nothing...
     suspended_to: datetime | None = None  # ...until this time (open-ended when unset)
+    spot_budget: int | None = None  # points this person may give per month (instead of the rule's budget)
 
     def suspended_at(self, occurred_at: datetime) -> bool:
         """Whether the person was suspended at an event's time (read from the event, so a replay agrees)."""
@@ -139,4 +141,15 @@ def _staff(row: Located) -> Staff:
     suspended_from, suspended_to = row.moment("suspended_from"), row.moment("suspended_to")
     if suspended_to is not None and (suspended_from is None or suspended_to <= suspended_from):
         raise row.error("'suspended_to' needs a 'suspended_from' before it")
-    return Staff(v["id"], v["name"], v["role"], v["centre"], frozenset(raw_groups), suspended_from, suspended_to)
+    spot_budget = row.value.get("spot_budget")
+    if spot_budget in (None, ""):
+        spot_budget = None
+    elif isinstance(spot_budget, str) and spot_budget.strip().isdigit():  # CSV
+        spot_budget = int(spot_budget)
+    if spot_budget is not None and (
+        not isinstance(spot_budget, int) or isinstance(spot_budget, bool) or not 0 <= spot_budget <= 10_000_000
+    ):
+        raise row.error("'spot_budget' must be a whole number of points from 0 to 10000000 (per month)")
+    return Staff(
+        v["id"], v["name"], v["role"], v["centre"], frozenset(raw_groups), suspended_from, suspended_to, spot_budget
+    )

@@ -455,6 +455,8 @@ def _check(
     # Applied more than once: a board's score above the fold of the distinct ledger awards.
     fold: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for award in unique.values():
+        if award["kind"] == "refusal":  # a recognition over budget: on no board
+            continue
         scopes = {"centre": award["centre_id"], "region": award["region"], "state": award["state"], "nation": "all"}
         for scope, scope_id in scopes.items():
             for role in ("all", award["role"]):
@@ -523,6 +525,7 @@ def _ledger_bytes(messages: list[Any]) -> dict[str, bytes | None]:
 def _replay_diff(bootstrap: str, topics: Topics, ledger: dict[str, bytes | None]) -> tuple[int, int, int]:
     """G4: score every source record again from offset 0 (pure engine code, no seen marks) and compare
     with the ledger byte for byte. A deterministic engine changes nothing."""
+    from agents.budgets import BudgetBook
     from agents.pipeline import score_decoded
     from agents.preview import decode_sources, read_sources
     from agents.rules import load_rule_pack
@@ -534,6 +537,7 @@ def _replay_diff(bootstrap: str, topics: Topics, ledger: dict[str, bytes | None]
         pack=load_rule_pack(settings.rules_path),
         directory=load_directory(settings.directory_path),
         subjects={},  # from offset 0: every retraction is replayed too
+        budget_book=BudgetBook(),  # and every budget decision, in topic order
     )
     replayed = {award.award_id: award.to_ledger() for _, award in result.awards}
     new = len(set(replayed) - set(ledger))

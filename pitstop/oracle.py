@@ -1,6 +1,8 @@
 """An independent oracle: the awards a set of events must produce, computed without the engine's code.
 
-The chaos harness compares the engine's ledger and Redis boards with this fold. It deliberately shares
+The chaos harness compares the engine's ledger and Redis boards with this fold. Spot-award budgets
+are spent in the order of the events given, which is the order one giver's recognitions reach the
+engine when they share a partition (as the simulator's do). It deliberately shares
 nothing with ``agents/`` or ``state/``: it reads the rule pack YAML with plain ``yaml.safe_load``,
 evaluates conditions and multipliers with its own few lines, computes the derived facts from the
 event's times itself, and takes the centre facts straight from the directory YAML. Only the award-id
@@ -181,12 +183,16 @@ class Oracle:
         self.centres = {c["id"]: c for c in directory["centres"]}
         self.staff = {p["id"]: p for p in directory["staff"]}
 
-    def _may_earn(self, staff_id: str, rule: dict[str, Any], at: datetime) -> bool:
-        person = self.staff[staff_id]
+    @staticmethod
+    def _suspended(person: dict[str, Any], at: datetime) -> bool:
         start, end = person.get("suspended_from"), person.get("suspended_to")
         start = _time(start) if isinstance(start, str) else start
         end = _time(end) if isinstance(end, str) else end
-        if start is not None and at >= start and (end is None or at < end):
+        return start is not None and at >= start and (end is None or at < end)
+
+    def _may_earn(self, staff_id: str, rule: dict[str, Any], at: datetime) -> bool:
+        person = self.staff[staff_id]
+        if self._suspended(person, at):
             return False
         return not set(person.get("groups", [])) & set(rule.get("exclude", {}).get("groups", []))
 
@@ -236,13 +242,52 @@ class Oracle:
             distinct.setdefault(event["event_id"], event)
         expected: dict[str, Expected] = {}
         earned: list[tuple[Expected, dict[str, Any], dict[str, Any]]] = []
+        spent: dict[tuple[str, str, str], int] = defaultdict(int)  # (rule, giver, month) -> points given
         for event in distinct.values():
-            for award, rule in self._scored(event):
+            scored = self._scored(event)
+            for rule_id in dict.fromkeys(rule["id"] for _, rule in scored if "budget" in rule):
+                scored = self._spend(event, rule_id, scored, spent)
+            for award, rule in scored:
                 expected[award.award_id] = award
-                earned.append((award, rule, event))
+                if award.points:  # not a refusal
+                    earned.append((award, rule, event))
         for retraction in _retractions(list(distinct.values()), earned):
             expected[retraction.award_id] = retraction
         return expected
+
+    def _spend(
+        self,
+        event: dict[str, Any],
+        rule_id: str,
+        scored: list[tuple[Expected, dict[str, Any]]],
+        spent: dict[tuple[str, str, str], int],
+    ) -> list[tuple[Expected, dict[str, Any]]]:
+        """A recognition's awards from a budgeted rule, granted whole if they fit in what is left of the
+        giver's month (first come, first served), else replaced by one refusal for the giver."""
+        mine = [(a, r) for a, r in scored if r["id"] == rule_id]
+        rule = mine[0][1]
+        giver_id = event["awarded_by"]
+        giver = self.staff.get(giver_id)
+        centre = self.centres[giver["centre"] if giver else event["centre_id"]]
+        month = _time(event["occurred_at"]).astimezone(ZoneInfo(centre["timezone"])).strftime("%Y-%m")
+        limit = giver.get("spot_budget", rule["budget"]) if giver else rule["budget"]
+        asked = sum(a.points for a, _ in mine)
+        pool = (rule_id, giver_id, month)
+        allowed = giver is not None and not self._suspended(giver, _time(event["occurred_at"]))
+        if allowed and spent[pool] + asked <= limit:
+            spent[pool] += asked
+            return scored
+        key = f"{event['event_id']}\x1frefusal:{rule_id}\x1f{rule['version']}\x1f{giver_id}"
+        first = mine[0][0]
+        refusal = Expected(
+            hashlib.sha256(key.encode()).hexdigest()[:32],
+            giver_id,
+            giver["role"] if giver else "manager",
+            first.centre_id,
+            first.season,
+            0,
+        )
+        return [(a, r) for a, r in scored if r["id"] != rule_id] + [(refusal, rule)]
 
 
 # What names an event's subject, and which later events take its awards back (the published contract).

@@ -85,7 +85,9 @@ def board_key(season: str, scope: str, scope_id: str, role: str = "all") -> str:
 
 
 def boards_for(award: Award) -> list[str]:
-    """Every board an award counts on: 4 scopes x (all roles, the person's role)."""
+    """Every board an award counts on: 4 scopes x (all roles, the person's role); a refusal, none."""
+    if award.kind == "refusal":
+        return []
     scope_ids = {"centre": award.centre_id, "region": award.region, "state": award.state, "nation": "all"}
     return [board_key(award.season, scope, scope_ids[scope], role) for scope in SCOPES for role in ("all", award.role)]
 
@@ -93,7 +95,8 @@ def boards_for(award: Award) -> list[str]:
 def notification(award: Award) -> dict[str, Any]:
     """What a person's device receives when the award (or a retraction) lands: the points and the why."""
     return {
-        "type": award.kind,  # "award", or "retraction" (negative points; `retracts` names the award)
+        # "award"; "retraction" or "correction" (`retracts` names the entry); "cap"; "refusal" (0 points)
+        "type": award.kind,
         "award_id": award.award_id,
         "retracts": award.retracts,
         "staff_id": award.staff_id,

@@ -2,10 +2,10 @@
 
 Reads each ledger partition from offset 0 to its end, and applies the records
 with the same Lua script the live projection uses, in rebuild mode: each award id at most once, no
-offset shortcut; the subjects that retractions need (:mod:`state.subjects`) are restored from the
-same records. With ``clear=True`` the namespace's projection keys are deleted first, so the result
-is exactly the fold of the ledger. A live worker may keep running: awards it applies meanwhile are
-deduplicated by award id.
+offset shortcut; the subjects that retractions need (:mod:`state.subjects`) and the spot-award
+budgets (:mod:`state.budgets`) are restored from the same records. With ``clear=True`` the
+namespace's projection keys are deleted first, so the result is exactly the fold of the ledger. A
+live worker may keep running: awards it applies meanwhile are deduplicated by award id.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from agents.scoring import Award
+from state.budgets import BudgetStore
 from state.league import League, LedgerRecord
 from state.subjects import SubjectStore, from_ledger
 from streams.topics import read_topic
@@ -62,6 +63,7 @@ async def rebuild_from_ledger(
     started = time.monotonic()
     league = League(redis, namespace)
     subjects = SubjectStore(redis, namespace, subject_ttl_s)
+    budgets = BudgetStore(redis, namespace)
     cleared = await league.clear() if clear else 0
     records = applied = skipped = unreadable = 0
     async for batch, bad in ledger_batches(bootstrap, ledger_topic, batch_size=batch_size):
@@ -70,6 +72,7 @@ async def rebuild_from_ledger(
         if batch:
             result = await league.apply(batch, rebuild=True)
             await subjects.save(from_ledger(r.award for r in batch))
+            await budgets.restore(r.award for r in batch)
             applied += result.applied
             skipped += result.skipped
     return RebuildReport(records, applied, skipped, unreadable, time.monotonic() - started, cleared)

@@ -67,6 +67,8 @@ def contest_standings(contest: Contest, entries: Iterable[Award]) -> dict[str, l
     it first by event time, then staff id); with a target, those who reached it, earliest first."""
     steps: dict[tuple[str, str], dict[datetime, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for entry in distinct(entries):
+        if entry.kind == "refusal":  # a recognition that gave nothing: its giver is not competing
+            continue
         at = parse_time(entry.occurred_at)
         if not contest.starts <= at < contest.ends:
             continue
@@ -121,7 +123,8 @@ def season_points(entries: Iterable[Award]) -> dict[str, dict[str, int]]:
     """season -> staff id -> net points (retractions count in the season of the award they take back)."""
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for entry in distinct(entries):
-        totals[entry.season][entry.staff_id] += entry.points
+        if entry.kind != "refusal":
+            totals[entry.season][entry.staff_id] += entry.points
     return {season: dict(people) for season, people in totals.items()}
 
 

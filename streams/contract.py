@@ -47,6 +47,10 @@ RETRACTING: dict[str, tuple[str, ...]] = {
 # earlier answer's awards are taken back whole, always (no rule needs to ask for it).
 CORRECTABLE = ("survey.csat", "survey.nps")
 
+# Events a person gives to others -> the field naming the giver. A rule on one may draw its points
+# from the giver's monthly budget (a rule's `budget`, agents.budgets).
+GIVER_FIELDS = {"recognition.given": "awarded_by"}
+
 # Which source topic carries which event family (the part of `type` before the dot).
 FAMILY_TOPICS = {
     "jobcard": "jobcards",

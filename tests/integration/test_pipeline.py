@@ -253,12 +253,51 @@ async def test_league_heals_itself_when_redis_lost_writes(stack: Stack) -> None:
     assert _scraped(stack, "pitstop_ledger_gaps_total") >= 1
 
 
+async def test_a_spent_budget_refuses_the_next_recognition_even_after_redis_is_rebuilt(stack: Stack) -> None:
+    """A manager who has given a month's whole budget (2,000 points) is refused the next recognition,
+    told why on their own feed, and nothing reaches the board; after FLUSHALL and `pitstop rebuild` the
+    budget is still spent, so a further one is refused too."""
+    at = _now().replace(day=10, hour=12) - timedelta(days=75)  # a month no other test gives in
+    month = _season(at)
+    given = [_recognition(at + timedelta(minutes=n), "C03", "S0032", awarded_by="S0045", points=50) for n in range(40)]
+    over = _recognition(at + timedelta(hours=2), "C03", "S0032", awarded_by="S0045", points=10)
+    giver = await _login(stack, "technician", "S0045")  # a person's own feed, whatever their role
+    assert (await _recv(giver))["type"] == "recent"
+    await stack.produce(*given, over)
+    refusal = (await _recv_until(giver, lambda m: m["type"] == "refusal"))[-1]
+    assert refusal["points"] == 0 and refusal["staff_id"] == "S0045"
+    assert refusal["why"] == (
+        f"Recognition of S0032 refused: 10 points would pass the {month} budget (2000 of 2000 used, 0 left)"
+    )
+    await giver.close()
+    r = stack.redis
+    board = stack.key(f"lg:{month}:centre:C03:all")
+    await stack.wait_for("the granted points", lambda: r.zscore(board, "S0032") == 2000)
+    assert r.zscore(board, "S0045") is None
+
+    r.flushall()
+    result = stack.run_cli("rebuild")
+    assert result.returncode == 0, result.stderr
+    assert r.hget(stack.key(f"budget:recognition.spot|S0045|{month}"), "used") == b"2000"
+    late = _recognition(at + timedelta(hours=3), "C03", "S0032", awarded_by="S0045", points=5)
+    await stack.produce(late)
+
+    async def decided() -> list[dict[str, Any]]:
+        return [e for e in await stack.ledger() if e["event_id"] == late["event_id"]]
+
+    (entry,) = await stack.wait_for("the last recognition's entry", decided)
+    assert (entry["kind"], entry["staff_id"], entry["points"]) == ("refusal", "S0045", 0)
+    assert r.zscore(board, "S0032") == 2000
+    assert _scraped(stack, 'pitstop_spot_awards_refused_total{rule="recognition.spot"}') == 2
+
+
 async def test_recorded_stream_with_retractions_matches_the_oracle(stack: Stack) -> None:
     """A recorded stream of 400 events with follow-ups (job cards reopened, sales refunded, surveys
     corrected), produced in shuffled order with repeats: the worker's ledger holds exactly the oracle's
     awards and retractions, each byte for byte what scoring the stream in order gives."""
     import random
 
+    from agents.budgets import BudgetBook
     from agents.pipeline import SourceRecord, score_decoded
     from agents.rules import load_rule_pack
     from config.directory import load_directory
@@ -296,7 +335,9 @@ async def test_recorded_stream_with_retractions_matches_the_oracle(stack: Stack)
         (SourceRecord("t", 0, n, None, orjson.dumps(e), 0), decode_event(orjson.dumps(e), now=_now()))
         for n, e in enumerate(recorded)
     ]
-    in_order = score_decoded(decoded, pack=load_rule_pack(DEFAULT_RULES), directory=directory, subjects={})
+    in_order = score_decoded(
+        decoded, pack=load_rule_pack(DEFAULT_RULES), directory=directory, subjects={}, budget_book=BudgetBook()
+    )
     assert ledger == {a.award_id: a.to_ledger() for _, a in in_order.awards}
 
 

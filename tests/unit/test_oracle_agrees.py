@@ -84,3 +84,28 @@ def test_oracle_and_engine_agree(tmp_path: Path, directory: Directory, pack_text
     assert len(engine) > 1000
     if pack_text is not None:  # every rule fired, both versions of the windowed one
         assert fired == {("survey.good", 1), ("survey.good", 2), ("upsell.value", 1), ("jobcard.quick", 1)}
+
+
+def test_oracle_and_engine_spend_budgets_alike(tmp_path: Path, directory: Directory) -> None:
+    """With budgets tight enough to run out, the engine (re-scoring in order, as the topics are read) and
+    the oracle grant and refuse the same recognitions: the same entries, refusals included."""
+    from agents.budgets import BudgetBook
+    from agents.pipeline import SourceRecord, score_decoded
+
+    path = tmp_path / "pack.yaml"
+    path.write_text(DEFAULT_RULES.read_text(encoding="utf-8").replace("budget: 2000 ", "budget: 60   "), "utf-8")
+    pack = load_rule_pack(path)
+    raws = _events(directory, 3000)
+    decoded = [
+        (SourceRecord("recognitions", 0, n, None, raw, 0), decode_event(raw, now=START + timedelta(days=30)))
+        for n, raw in enumerate(raws)
+    ]
+    result = score_decoded(decoded, pack=pack, directory=directory, budget_book=BudgetBook())
+    expected = Oracle(path, DEFAULT_DIRECTORY).fold(orjson.loads(raw) for raw in raws)
+    assert {a.award_id: (a.staff_id, a.points) for _, a in result.awards} == {
+        i: (e.staff_id, e.points) for i, e in expected.items()
+    }
+    refused = {a.award_id for _, a in result.awards if a.kind == "refusal"}
+    assert refused == {i for i, e in expected.items() if e.points == 0}
+    grants = sum(1 for _, a in result.awards if "budget_of" in a.inputs)
+    assert len(refused) >= 10 and grants >= 10  # the budget really ran out, and not at once

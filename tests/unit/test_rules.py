@@ -500,15 +500,15 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "evnt: survey.csat"),
             4,
-            "unknown key(s): evnt (allowed: cap, effective_from, effective_to, event, exclude, id, multipliers, "
-            "points, retracted_by, roles, version, when, why)",
+            "unknown key(s): evnt (allowed: budget, cap, effective_from, effective_to, event, exclude, id, "
+            "multipliers, points, retracted_by, roles, version, when, why)",
             id="typo-key",
         ),
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "on: survey.csat"),
             4,
-            "unknown key(s): True (allowed: cap, effective_from, effective_to, event, exclude, id, multipliers, "
-            "points, retracted_by, roles, version, when, why)",
+            "unknown key(s): True (allowed: budget, cap, effective_from, effective_to, event, exclude, id, "
+            "multipliers, points, retracted_by, roles, version, when, why)",
             id="yaml-on-is-true",
         ),
         pytest.param(

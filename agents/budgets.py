@@ -179,4 +179,5 @@ def refusal(claim: Claim, refused: Sequence[Award], reason: str, used: int) -> A
         multipliers=(),
         why=f"Recognition of {', '.join(recipients)} refused: {reason}",
         retracted_by=(),
+        badge=None,
     )

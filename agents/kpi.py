@@ -125,7 +125,9 @@ def contribution_of(event: Event, tz: ZoneInfo, repeat_within: timedelta) -> Con
     if event.type == "jobcard.closed":
         facts = event_facts(event)
         ftf, on_time = int(data["first_time_fix"]), int(facts["on_time"])
-        record = ["j", facts["turnaround_minutes"], ftf, on_time, data["jobcard_id"]]
+        at = int(event.occurred_at.timestamp() * 1000)
+        flawless = int(bool(data.get("flawless")))
+        record = ["j", facts["turnaround_minutes"], ftf, on_time, data["jobcard_id"], flawless, at, event.event_id]
     elif event.type == "jobcard.reopened":
         repeat = event.occurred_at - parse_time(data["closed_at"]) <= repeat_within
         record = ["r", int(repeat)]
@@ -159,6 +161,7 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
     revenue = Decimal(0)
     upsold: set[str] = set()
     closed: set[str] = set()
+    closings: list[tuple[int, str, bool]] = []  # (ms, event id, flawless) of each job card closed
     for record in records:
         kind = record[0]
         if kind == "j":
@@ -166,6 +169,8 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
             ftf += record[2]
             on_time += record[3]
             closed.add(record[4])
+            if len(record) > 5:  # records written before runs were counted have no time: they count in no run
+                closings.append((record[6], record[7], bool(record[5])))
         elif kind == "r":
             repeats += record[1]
         elif kind in ("c", "n"):
@@ -189,6 +194,7 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
             responses += 1
             responded += record[1]
     csat = [value for (kind, _), (_, _, value) in answers.items() if kind == "c"]
+    csat_in_order = sorted(answer for (kind, _), answer in answers.items() if kind == "c")
     nps = [value for (kind, _), (_, _, value) in answers.items() if kind == "n"]
     jobs = len(turnaround)
     tat = np.sort(np.asarray(turnaround, dtype=np.float64))
@@ -198,10 +204,12 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
         "turnaround_p90": round(float(np.percentile(tat, 90)), 2) if jobs else None,
         "first_time_fix_rate": _rate(ftf, jobs),
         "on_time_rate": _rate(on_time, jobs),
+        "flawless_run": _longest_run(flawless for _, _, flawless in sorted(closings)),
         "repeat_complaints": repeats,
         "repeat_complaint_rate": _rate(repeats, jobs),
         "csat_count": len(csat),
         "csat_mean": round(sum(csat) / len(csat), 4) if csat else None,
+        "five_star_run": _longest_run(value == 5 for _, _, value in csat_in_order),
         "nps_count": len(nps),
         "nps": round(100 * (sum(s >= 9 for s in nps) - sum(s <= 6 for s in nps)) / len(nps), 2) if nps else None,
         "upsells": upsells,
@@ -213,6 +221,15 @@ def summarize(records: Iterable[list[Any]]) -> dict[str, int | float | None]:
         "responses": responses,
         "response_in_time_rate": _rate(responded, responses),
     }
+
+
+def _longest_run(flags: Iterable[bool]) -> int:
+    """The most ``True`` in a row."""
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -64,7 +64,10 @@ _RULE_KEYS = {
     "retracted_by",
     "cap",
     "budget",
+    "badge",
 }
+_BADGE_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_BADGE_KEYS = {"id", "name", "description"}
 CAP_KINDS = ("day", "week", "month")
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
 # The Python expression constructs a rule may use: arithmetic, comparisons, and/or/not, x if c else y,
@@ -203,6 +206,15 @@ class Multiplier:
 
 
 @dataclass(frozen=True, slots=True)
+class Badge:
+    """A badge of the pack's catalogue: earned with each award of a rule that names it."""
+
+    id: str
+    name: str  # what the person reads
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     version: int
@@ -219,6 +231,7 @@ class Rule:
     retracted_by: tuple[str, ...] = ()  # event types that take this rule's awards back (agents.retractions)
     caps: tuple[tuple[str, int], ...] = ()  # (day|week|month, most points per person): settled when it closes
     budget: int | None = None  # points a giver (the event's `awarded_by`) may give per month (agents.budgets)
+    badge: Badge | None = None  # the badge each award of this rule earns (from the pack's `badges`)
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -256,6 +269,7 @@ class RulePack:
     version: int
     rules: tuple[Rule, ...]
     source: str = ""
+    badges: tuple[Badge, ...] = ()
 
     @property
     def retractable_types(self) -> frozenset[str]:
@@ -407,7 +421,7 @@ def load_rule_pack(path: Path) -> RulePack:
     if not isinstance(document, dict):
         raise ConfigError(path, 1, "expected a mapping with 'pack', 'version' and 'rules'")
     top = Located(document, path, 1)
-    unknown = sorted(set(document) - {"pack", "version", "rules"})
+    unknown = sorted(set(document) - {"pack", "version", "rules", "badges"})
     if unknown:
         raise top.error(f"unknown top-level key(s): {', '.join(map(str, unknown))}")
     name = document.get("pack")
@@ -419,11 +433,12 @@ def load_rule_pack(path: Path) -> RulePack:
     items = document.get("rules")
     if not isinstance(items, list) or not items:
         raise top.error("'rules' must be a non-empty list")
+    badges = _badges(top, lines, document.get("badges", []))
     rules: list[Rule] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ConfigError(path, None, f"rules[{index}] must be a mapping")
-        rule = _rule(Located(item, path, lines.get(id(item), 0)), lines)
+        rule = _rule(Located(item, path, lines.get(id(item), 0)), lines, {b.id: b for b in badges})
         for other in rules:
             if other.id != rule.id:
                 continue
@@ -439,7 +454,35 @@ def load_rule_pack(path: Path) -> RulePack:
                     f"(give them effective_from / effective_to windows that do not overlap)",
                 )
         rules.append(rule)
-    return RulePack(name, version, tuple(rules), str(path))
+    given = {rule.badge.id for rule in rules if rule.badge}
+    for badge in badges:
+        if badge.id not in given:
+            line = next((lines.get(id(b), 0) for b in document["badges"] if b.get("id") == badge.id), None)
+            raise ConfigError(path, line, f"badge {badge.id}: no rule gives it (add 'badge: {badge.id}' to a rule)")
+    return RulePack(name, version, tuple(rules), str(path), badges)
+
+
+def _badges(top: Located, lines: Mapping[int, int], items: Any) -> tuple[Badge, ...]:
+    if not isinstance(items, list):
+        raise top.error("'badges' must be a list of {id, name, description}")
+    found: list[Badge] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise top.error(f"badges[{index}] must be a mapping with 'id' and 'name'")
+        row = Located(item, top.path, lines.get(id(item), top.line))
+        row.only(_BADGE_KEYS)
+        badge_id = item.get("id")
+        if not isinstance(badge_id, str) or not _BADGE_ID.match(badge_id):
+            raise row.error("badge 'id' must be lower-case words joined by '-', e.g. flawless-five (at most 40)")
+        if any(b.id == badge_id for b in found):
+            raise row.error(f"badge {badge_id} is defined twice")
+        name, description = item.get("name"), item.get("description", "")
+        if not isinstance(name, str) or not name.strip() or len(name) > 60:
+            raise row.error(f"badge {badge_id}: 'name' must be the text the person reads (1-60 characters)")
+        if not isinstance(description, str) or len(description) > 200:
+            raise row.error(f"badge {badge_id}: 'description' must be text of at most 200 characters")
+        found.append(Badge(badge_id, name.strip(), description.strip()))
+    return tuple(found)
 
 
 def _overlap(a: Rule, b: Rule) -> bool:
@@ -452,7 +495,7 @@ def _overlap(a: Rule, b: Rule) -> bool:
     return starts(a) < ends(b) and starts(b) < ends(a)
 
 
-def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
+def _rule(row: Located, lines: Mapping[int, int], badges: Mapping[str, Badge] | None = None) -> Rule:
     item = row.value
     row.only(_RULE_KEYS)
     rule_id = item.get("id")
@@ -501,6 +544,14 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
     retracted_by = _retracted_by(row, label, on, item.get("retracted_by", []))
     caps = _caps(row, label, on, item.get("cap", {}))
     budget = _budget(row, label, on, item.get("budget"))
+    badge_id, badges = item.get("badge", ""), badges or {}
+    if not isinstance(badge_id, str):
+        raise row.error(f"{label}: 'badge' must be the id of one badge of the pack's 'badges'")
+    if badge_id and badge_id not in badges:
+        hint = difflib.get_close_matches(str(badge_id), sorted(badges), n=1)
+        defined = f" (did you mean {hint[0]}?)" if hint else f" (defined: {', '.join(sorted(badges)) or 'none'})"
+        raise row.error(f"{label}: 'badge' {badge_id!r} is not in the pack's 'badges'{defined}")
+    badge = badges.get(badge_id) if badge_id else None
     multipliers = tuple(
         _multiplier(Located(m, row.path, lines.get(id(m), row.line)) if isinstance(m, dict) else row, label, m, known)
         for m in _list(row, label, "multipliers", item.get("multipliers", []))
@@ -531,6 +582,7 @@ def _rule(row: Located, lines: Mapping[int, int]) -> Rule:
         retracted_by,
         caps,
         budget,
+        badge,
     )
 
 

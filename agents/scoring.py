@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 
-from agents.rules import Rule, RulePack, evaluate, event_facts
+from agents.rules import Badge, Rule, RulePack, evaluate, event_facts
 from config.directory import Directory
 from streams.contract import SUBJECT_FIELDS
 from streams.events import UNKNOWN_REFERENCE, Event, InvalidEvent, redact
 
-LEDGER_SCHEMA = 2  # 2: subject, amount, retracted_by, retracts (retractions)
+LEDGER_SCHEMA = 2  # 2: subject, amount, retracted_by, retracts (retractions); `badge` only when one is earned
 FREE_TEXT_FACTS = ("feedback", "reason")  # typed by people: may hold phone numbers, masked before use
 
 
@@ -46,36 +46,37 @@ class Award:
     retracted_by: tuple[str, ...] = ()  # event types that may take this award back
     kind: str = "award"  # or "retraction": negative points taking back (part of) the award `retracts`
     retracts: str = ""
+    badge: Badge | None = None  # what this award earns (a window correction: the badge of what it corrects)
 
     def to_ledger(self) -> bytes:
         """The ledger record value: canonical JSON (sorted keys), identical for identical awards."""
-        return orjson.dumps(
-            {
-                "v": LEDGER_SCHEMA,
-                "kind": self.kind,
-                "award_id": self.award_id,
-                "event_id": self.event_id,
-                "event_type": self.event_type,
-                "rule_id": self.rule_id,
-                "rule_version": self.rule_version,
-                "staff_id": self.staff_id,
-                "role": self.role,
-                "centre_id": self.centre_id,
-                "region": self.region,
-                "state": self.state,
-                "season": self.season,
-                "points": self.points,
-                "occurred_at": self.occurred_at,
-                "inputs": self.inputs,
-                "multipliers": [list(m) for m in self.multipliers],
-                "why": self.why,
-                "subject": self.subject,
-                "amount": self.amount,
-                "retracted_by": list(self.retracted_by),
-                "retracts": self.retracts,
-            },
-            option=orjson.OPT_SORT_KEYS,
-        )
+        record: dict[str, Any] = {
+            "v": LEDGER_SCHEMA,
+            "kind": self.kind,
+            "award_id": self.award_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
+            "staff_id": self.staff_id,
+            "role": self.role,
+            "centre_id": self.centre_id,
+            "region": self.region,
+            "state": self.state,
+            "season": self.season,
+            "points": self.points,
+            "occurred_at": self.occurred_at,
+            "inputs": self.inputs,
+            "multipliers": [list(m) for m in self.multipliers],
+            "why": self.why,
+            "subject": self.subject,
+            "amount": self.amount,
+            "retracted_by": list(self.retracted_by),
+            "retracts": self.retracts,
+        }
+        if self.badge:  # only then: entries without one keep the bytes they had before badges existed
+            record["badge"] = {"id": self.badge.id, "name": self.badge.name}
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_ledger(cls, raw: bytes) -> Award:
@@ -102,6 +103,7 @@ class Award:
             retracted_by=tuple(d.get("retracted_by", ())),
             kind=d.get("kind", "award"),
             retracts=d.get("retracts", ""),
+            badge=Badge(d["badge"]["id"], d["badge"]["name"]) if "badge" in d else None,
         )
 
 
@@ -165,6 +167,7 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
                     subject=subject,
                     amount=None if amount is None else str(amount),
                     retracted_by=rule.retracted_by,
+                    badge=rule.badge,
                 )
             )
     return awards

@@ -159,6 +159,7 @@ def window_award(centre: Centre, window: Window, evaluated: Evaluated) -> Award:
         inputs=outcome.inputs,
         multipliers=outcome.multipliers,
         why=outcome.why,
+        badge=None if cap else rule.badge,  # a cap settlement earns no badge
     )
 
 
@@ -187,6 +188,7 @@ def correction(centre: Centre, window: Window, evaluated: Evaluated, before: Res
         why=f"Late events corrected {window.id} ({evaluated.key.split('|')[0]}): {before.points} -> {now} points",
         kind="correction",
         retracts=base,
+        badge=None if evaluated.cap else rule.badge,
     )
     return entry, Result(now, revision)
 

@@ -6,7 +6,8 @@ pushes, per connected client:
 
 - kiosk: a snapshot of its centre's board for the current season, then sequenced deltas, at most
   ``push_hz`` per second;
-- technician: its own award notifications, each with its "why".
+- technician: its own award notifications, each with its "why", and the badges it holds (again after
+  each notification that may earn or take back a badge).
 
 Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. Each client has a one-slot,
 latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a client
@@ -41,6 +42,7 @@ from config.directory import Directory
 from config.settings import Settings
 from dashboards.feed import BoardFeed, Delta
 from dashboards.tokens import Claims, TokenError, verify_token
+from state.badges import summarize_badges
 from state.league import League, board_key
 
 log = logging.getLogger("pitstop.gateway")
@@ -311,6 +313,7 @@ class Gateway:
             self.staff_clients.setdefault(claims.subject, set()).add(client)
             recent = await self.league.recent_awards(claims.subject, 20)
             client.offer({"type": "recent", "awards": recent})
+            client.offer(await self._badges_message(claims.subject))
 
     def _unsubscribe(self, client: Client) -> None:
         if client.board is not None:
@@ -396,7 +399,7 @@ class Gateway:
                     if channel == changes:
                         await self._on_board_change(data)
                     else:
-                        self._on_award(data)
+                        await self._on_award(data)
             except (RedisError, OSError) as exc:
                 log.warning("Redis pub/sub lost (%r); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -415,9 +418,19 @@ class Gateway:
         if not feed.on_change(int(data["ver"]), scores):
             await self._resnapshot(board)
 
-    def _on_award(self, data: dict[str, Any]) -> None:
-        for client in self.staff_clients.get(str(data.get("staff_id")), ()):
+    async def _on_award(self, data: dict[str, Any]) -> None:
+        staff_id = str(data.get("staff_id"))
+        clients = list(self.staff_clients.get(staff_id, ()))
+        for client in clients:
             client.offer(data)
+        if clients and (data.get("badge") or data.get("type") in ("retraction", "correction")):
+            badges = await self._badges_message(staff_id)
+            for client in clients:
+                client.offer(badges)
+
+    async def _badges_message(self, staff_id: str) -> dict[str, Any]:
+        held = summarize_badges(await self.league.badges(staff_id))
+        return {"type": "badges", "badges": [b.to_json() for b in held]}
 
     async def _resnapshot(self, board: str) -> None:
         self.feeds[board] = BoardFeed(board)

@@ -130,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     tiers.add_argument("--season", type=_season, required=True, help="YYYY-MM")
     tiers.add_argument("--json", action="store_true", help="print one JSON object")
 
+    badges = sub.add_parser("badges", help="the badges people hold and their streaks, from the ledger")
+    badges.add_argument("--person", metavar="STAFF_ID", help="one person (default: everyone holding a badge)")
+    badges.add_argument("--json", action="store_true", help="print one JSON object")
+
     league = sub.add_parser("league", help="a board of any season, current or past, from Redis")
     league.add_argument("--season", type=_season, required=True, help="YYYY-MM")
     league.add_argument("--scope", choices=["centre", "region", "state", "nation"], default="nation")
@@ -280,6 +284,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_rebuild(settings, clear=not args.keep))
     if args.command in ("contest", "tiers"):
         return _standings(settings, args)
+    if args.command == "badges":
+        return _badges(settings, args)
     if args.command == "league":
         return asyncio.run(_league(settings, args))
     if args.command == "kpi":
@@ -402,6 +408,33 @@ def _standings(settings: Settings, args: argparse.Namespace) -> int:
             for row in rows:
                 rank, who, score, at = row["rank"], row["staff_id"], row["score"], row["reached_at"]
                 print(f"  {scope:<8} #{rank:<3} {who:<8} {score:>12}  reached {at}")
+    return 0
+
+
+def _badges(settings: Settings, args: argparse.Namespace) -> int:
+    from config.directory import load_directory
+    from state.badges import badges_from_ledger, summarize_badges
+    from state.standings import read_entries
+    from streams.topics import Topics
+
+    if args.person and load_directory(settings.directory_path).person(args.person) is None:
+        print(f"pitstop: no staff {args.person!r} in {settings.directory_path}", file=sys.stderr)
+        return 2
+    entries = asyncio.run(read_entries(settings.bootstrap_servers, Topics.from_settings(settings).ledger))
+    held = badges_from_ledger(e for e in entries if args.person in (None, e.staff_id))
+    report = {staff_id: [b.to_json() for b in summarize_badges(found)] for staff_id, found in held.items()}
+    if args.json:
+        print(json.dumps({"people": report}))
+        return 0
+    print(f"{'staff':<8} {'badge':<16} {'name':<20} {'count':>5} {'streak':>6} {'best':>5}  last earned by")
+    for staff_id, rows in report.items():
+        for row in rows:
+            streak = "-" if row["streak"] is None else row["streak"]
+            best = "-" if row["best_streak"] is None else row["best_streak"]
+            last = row["earned"][-1]["event_id"]
+            print(f"{staff_id:<8} {row['badge']:<16} {row['name']:<20} {row['count']:>5} {streak:>6} {best:>5}  {last}")
+    if not report:
+        print("nobody holds a badge" + (f" ({args.person})" if args.person else ""))
     return 0
 
 

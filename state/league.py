@@ -14,6 +14,9 @@ Key layout, under a namespace ``ns`` (default ``pitstop``):
 - ``{ns}:applied:{season}`` -- HASH award_id -> "partition:offset" of the ledger record applied.
 - ``{ns}:ledger-offsets`` -- HASH ledger partition -> highest offset applied.
 - ``{ns}:recent:{staff_id}`` -- LIST of the person's last 50 award notifications (JSON).
+- ``{ns}:badges:{staff_id}`` -- HASH of the person's badge earnings: ``{award id}:m`` -> what the award
+  earned (JSON: badge id and name, event id, event time), ``{award id}`` -> the points left of it after
+  retractions and corrections; a badge is held while they are above 0 (:meth:`League.badges`).
 - channels ``{ns}:board-changes`` and ``{ns}:awards``.
 """
 
@@ -27,6 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from agents.scoring import Award
+from state.badges import BadgeEarned, badge_target, held_badges
 
 SCOPES = ("centre", "region", "state", "nation")
 RECENT_AWARDS = 50
@@ -57,6 +61,15 @@ for _, r in ipairs(batch.records) do
           table.insert(order, b)
         end
         changed[b][r.p] = tonumber(score)
+      end
+      if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
+        local held = ns .. ':badges:' .. r.p
+        if r.bg then
+          redis.call('HSETNX', held, r.t .. ':m', r.bg)
+          redis.call('HINCRBY', held, r.t, r.pts)
+        elseif redis.call('HEXISTS', held, r.t .. ':m') == 1 then
+          redis.call('HINCRBY', held, r.t, r.pts)
+        end
       end
       local recent = ns .. ':recent:' .. r.p
       redis.call('LPUSH', recent, r.n)
@@ -111,6 +124,7 @@ def notification(award: Award) -> dict[str, Any]:
         "occurred_at": award.occurred_at,
         "season": award.season,
         "centre_id": award.centre_id,
+        "badge": {"id": award.badge.id, "name": award.badge.name} if award.badge else None,
     }
 
 
@@ -145,17 +159,20 @@ class League:
         by_partition: dict[int, list[dict[str, Any]]] = {}
         for rec in sorted(records, key=lambda r: (r.partition, r.offset)):
             a = rec.award
-            by_partition.setdefault(rec.partition, []).append(
-                {
-                    "o": rec.offset,
-                    "id": a.award_id,
-                    "s": a.season,
-                    "p": a.staff_id,
-                    "pts": a.points,
-                    "b": boards_for(a),
-                    "n": orjson.dumps(notification(a)).decode(),
-                }
-            )
+            item = {
+                "o": rec.offset,
+                "id": a.award_id,
+                "s": a.season,
+                "p": a.staff_id,
+                "pts": a.points,
+                "b": boards_for(a),
+                "n": orjson.dumps(notification(a)).decode(),
+            }
+            if target := badge_target(a):
+                item["t"] = target[0]
+                if target[1] is not None:
+                    item["bg"] = orjson.dumps(target[1]).decode()
+            by_partition.setdefault(rec.partition, []).append(item)
         applied = skipped = 0
         gaps: list[tuple[int, int, int]] = []
         for partition, items in sorted(by_partition.items()):
@@ -180,17 +197,26 @@ class League:
         raw = await self.redis.lrange(f"{self.ns}:recent:{staff_id}", 0, limit - 1)
         return [orjson.loads(r) for r in raw]
 
+    async def badges(self, staff_id: str) -> list[BadgeEarned]:
+        """The badges a person holds, one per award that earned one, in event-time order."""
+        raw = {_text(k): _text(v) for k, v in (await self.redis.hgetall(f"{self.ns}:badges:{staff_id}")).items()}
+        return held_badges(
+            (orjson.loads(meta), int(raw.get(target.removesuffix(":m"), "0")))
+            for target, meta in raw.items()
+            if target.endswith(":m")
+        )
+
     async def ledger_offsets(self) -> dict[int, int]:
         raw = await self.redis.hgetall(f"{self.ns}:ledger-offsets")
         return {int(k): int(v) for k, v in raw.items()}
 
     async def clear(self) -> int:
-        """Delete the league's projection keys (boards, versions, applied ids, offsets, recent awards).
+        """Delete the league's projection keys (boards, versions, applied ids, offsets, recent awards, badges).
 
         Other keys of the namespace (the scorer's seen-event marks) are left alone.
         """
         deleted = 0
-        for pattern in ("lg:*", "versions", "applied:*", "ledger-offsets", "recent:*"):
+        for pattern in ("lg:*", "versions", "applied:*", "ledger-offsets", "recent:*", "badges:*"):
             async for key in self.redis.scan_iter(match=f"{self.ns}:{pattern}", count=1000):
                 deleted += int(await self.redis.unlink(key))
         return deleted

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from agents.rules import Badge
 from agents.scoring import Award
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, Settings
@@ -102,10 +103,34 @@ async def test_technician_gets_own_awards_with_why_only(gateway: Gateway, namesp
     assert (await _recv(me))["type"] == "welcome"
     recent = await _recv(me)
     assert recent["type"] == "recent" and [a["award_id"] for a in recent["awards"]] == ["a0"]
+    assert await _recv(me) == {"type": "badges", "badges": []}
     await league.apply([LedgerRecord(0, 1, _award("S0002", 7, 1)), LedgerRecord(0, 2, _award("S0001", 9, 2))])
     award = await _recv(me)
     assert award["type"] == "award" and award["award_id"] == "a2" and award["points"] == 9
     assert award["why"] == "Recognised: good work 2"
+    await me.close()
+
+
+async def test_a_badge_earned_reaches_the_person_and_a_retraction_takes_it_back(
+    gateway: Gateway, namespace: str
+) -> None:
+    """An award earning a badge is followed by the person's badges, with it; taking the award back
+    (in full) sends the badges again, without it."""
+    league = League(gateway.redis, namespace)
+    me = await _open(gateway, "technician", "S0001")
+    assert [(await _recv(me))["type"] for _ in range(3)] == ["welcome", "recent", "badges"]
+    star = Badge("csat-star", "CSAT star")
+    earned = replace(_award("S0001", 100, 0), badge=star)
+    await league.apply([LedgerRecord(0, 0, earned)])
+    award = await _recv(me)
+    assert award["type"] == "award" and award["badge"] == {"id": "csat-star", "name": "CSAT star"}
+    (held,) = (await _recv(me))["badges"]
+    assert (held["badge"], held["name"], held["count"]) == ("csat-star", "CSAT star", 1)
+    assert [e["award_id"] for e in held["earned"]] == ["a0"]
+    retraction = replace(_award("S0001", -100, 1), kind="retraction", retracts="a0")
+    await league.apply([LedgerRecord(0, 1, retraction)])
+    assert (await _recv(me))["type"] == "retraction"
+    assert await _recv(me) == {"type": "badges", "badges": []}
     await me.close()
 
 

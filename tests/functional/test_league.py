@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from agents.rules import Badge
+from agents.scoring import Award
 from pitstop.services import Service
+from state.badges import badges_from_ledger
 from state.league import League, LedgerRecord, boards_for
 from tests.conftest import seconds
 from tests.functional.conftest import award
@@ -87,3 +94,55 @@ async def test_clear_removes_the_projection_and_keeps_seen_marks(league: League)
     await league.redis.set(f"{league.ns}:seen:e1", b"1")
     assert await league.clear() == 8 + 4  # boards + versions, applied, offsets, recent
     assert await league.redis.keys(f"{league.ns}:*") == [f"{league.ns}:seen:e1".encode()]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(
+        st.tuples(st.sampled_from(["award", "window", "plain", "retract", "correct"]), st.integers(0, 40)),
+        min_size=1,
+        max_size=25,
+    )
+)
+async def test_the_projection_holds_the_badges_the_ledger_says(
+    redis_server: Service, history: list[tuple[str, int]]
+) -> None:
+    """For any history of badge awards, awards without one, retractions (of part or all) and window
+    corrections (up, down, from nothing), the Lua projection holds exactly the badges the ledger fold
+    says, live and after clearing and rebuilding."""
+    star, five = Badge("csat-star", "CSAT star"), Badge("five-star", "Five stars")
+    entries: list[Award] = []
+    made: list[Award] = []  # awards and corrections that later entries may change
+    for n, (what, points) in enumerate(history):
+        at = f"2026-{1 + n % 12:02d}-28T10:00:00+05:30"
+        if what in ("retract", "correct") and made:
+            base = made[points % len(made)]
+            target = base.retracts or base.award_id
+            kind = "retraction" if what == "retract" else "correction"
+            change = -(points % 30) if kind == "retraction" else points - 20
+            entries.append(replace(base, award_id=f"x{n}", kind=kind, retracts=target, points=change, badge=None))
+            if kind == "correction":
+                entries[-1] = replace(entries[-1], badge=base.badge)
+            continue
+        badge = None if what == "plain" else star if what == "window" else five
+        event_id = f"window:C01:month:2026-{1 + n % 12:02d}" if what == "window" else f"e{n}"
+        entry = replace(award(n), event_id=event_id, points=points + 1, badge=badge, occurred_at=at)
+        if what == "window" and points % 3 == 0:  # a window whose first entry is a correction from nothing
+            entry = replace(entry, award_id=f"c{n}", kind="correction", retracts=f"w{n}")
+        entries.append(entry)
+        made.append(entry)
+    client = aioredis.from_url(redis_server.url)
+    league = League(client, f"badges{uuid.uuid4().hex[:8]}")
+    try:
+        expected = badges_from_ledger(entries).get("S0001", [])
+        records = [LedgerRecord(0, offset, e) for offset, e in enumerate(entries)]
+        for start in range(0, len(records), 4):
+            await league.apply(records[start : start + 4])
+        assert await league.badges("S0001") == expected
+        await league.clear()
+        assert await league.badges("S0001") == []
+        await league.apply(records, rebuild=True)
+        assert await league.badges("S0001") == expected
+    finally:
+        await league.clear()
+        await client.aclose()

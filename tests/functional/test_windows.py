@@ -23,6 +23,7 @@ from agents.windows import KpiWindows, WindowStep, correction_id, window_event_i
 from config.directory import Directory, load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from pitstop.services import Service
+from state.badges import badges_from_ledger
 from state.kpi import Bucket, KpiStore
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics
@@ -322,3 +323,43 @@ async def test_a_cap_is_settled_when_its_day_closes_and_corrected_by_a_late_awar
     (fix,) = [a for a in step.awards if a.kind == "correction"]
     assert (fix.points, fix.retracts, fix.inputs["awarded"]) == (-25, settled.award_id, 100)
     assert sum(a.points for a in run.ledger if a.staff_id == "S0001" and "csat" in a.rule_id) == 50
+
+
+def _closed(staff: str, at: datetime, n: int, *, flawless: bool) -> dict[str, Any]:
+    return {
+        "event_id": f"jc-{staff}-{n}",
+        "type": "jobcard.closed",
+        "occurred_at": at.isoformat(),
+        "centre_id": "C01",
+        "people": [{"staff_id": staff, "role": "technician"}],
+        "customer_ref": "cust_abcdefgh",
+        "jobcard_id": f"JC-{staff}-{n}",
+        "opened_at": (at - timedelta(hours=3)).isoformat(),
+        "promised_at": (at + timedelta(hours=1)).isoformat(),
+        "first_time_fix": True,
+        "flawless": flawless,
+        "safety_compliant": True,
+    }
+
+
+async def test_five_flawless_in_a_row_earn_a_badge_and_a_late_flawed_card_takes_it_back(
+    redis: aioredis.Redis, namespace: str, pack: RulePack, directory: Directory
+) -> None:
+    """Flawless job cards in a row by event time, whatever order they arrive in, earn "Flawless five"
+    when the month closes; a late card that was not flawless, in the middle of the run, corrects the
+    award to nothing and the badge is no longer held."""
+    run = Run(redis, namespace, pack, directory)
+    cards = [_closed("S0001", NOV[2 + n], n, flawless=True) for n in range(5)]
+    await run.feed([cards[3], cards[0], cards[4]])
+    await run.feed([cards[2], cards[1], _closed("S0001", NOV[20], 9, flawless=False)])
+    step = await run.feed([_opened("C01", datetime(2026, 12, 4, tzinfo=UTC), 1)])
+    (five,) = [a for a in step.awards if a.rule_id == "kpi.flawless_five"]
+    assert five.badge is not None and (five.badge.id, five.badge.name) == ("flawless-five", "Flawless five")
+    assert five.why == "5 flawless job cards in a row in month:2026-11"
+    (held,) = [b for b in badges_from_ledger(run.ledger)["S0001"] if b.badge == "flawless-five"]
+    assert (held.award_id, held.event_id) == (five.award_id, "window:C01:month:2026-11")
+
+    step = await run.feed([_closed("S0001", NOV[4] + timedelta(hours=1), 7, flawless=False)])  # late, mid-run
+    (fix,) = [a for a in step.awards if a.kind == "correction" and a.rule_id == "kpi.flawless_five"]
+    assert (fix.points, fix.retracts, fix.inputs["kpi.flawless_run_month"]) == (-60, five.award_id, 3)
+    assert "flawless-five" not in {b.badge for b in badges_from_ledger(run.ledger).get("S0001", [])}

@@ -108,6 +108,7 @@ async def test_events_reach_ledger_league_kiosk_and_technician(stack: Stack) -> 
     assert snapshot["type"] == "snapshot" and snapshot["entries"] == []
     technician = await _login(stack, "technician", "S0001")
     assert (await _recv(technician)) == {"type": "recent", "awards": []}
+    assert (await _recv(technician)) == {"type": "badges", "badges": []}
 
     at = _now() - timedelta(minutes=1)
     run = uuid.uuid4().hex[:6]

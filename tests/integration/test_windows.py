@@ -61,6 +61,10 @@ async def test_a_closed_month_awards_and_a_late_event_corrects_it(stack: Stack) 
         f"{month.end:%Y-%m}",
     )
     assert star["inputs"]["kpi.csat_count_month"] == 3 and star["inputs"]["kpi.csat_mean_month"] == 5.0
+    assert star["badge"] == {"id": "csat-star", "name": "CSAT star"}
+    held = await stack.wait_for("the badge in the projection", lambda: _projected_badges(stack))
+    assert [(b.badge, b.event_id) for b in held] == [("csat-star", star_id)]
+    assert _badges_command(stack) == [("csat-star", 1, 1)]  # the same from the ledger, with its streak
 
     await stack.produce(_csat("late", at[1], 1))  # the 5th of a month closed long ago: late
     entries = await stack.wait_for("a correction", lambda: _with_correction(window_entries), timeout=60)
@@ -75,6 +79,8 @@ async def test_a_closed_month_awards_and_a_late_event_corrects_it(stack: Stack) 
         return int(score) if score is not None and int(score) == 3 * 25 else None  # three 5-star ratings only
 
     await stack.wait_for("the board after the correction", board)
+    assert await stack.wait_for("the badge taken back", lambda: _no_badges(stack))
+    assert _badges_command(stack) == []
 
     result = stack.run_cli("kpi", "--person", "S0001", "--window", "month", "--on", month.end.isoformat(), "--json")
     assert result.returncode == 0, result.stderr
@@ -88,3 +94,26 @@ async def test_a_closed_month_awards_and_a_late_event_corrects_it(stack: Stack) 
 async def _with_correction(entries: Any) -> list[dict[str, Any]] | None:
     found = await entries()
     return found if any(e["kind"] == "correction" for e in found) else None
+
+
+async def _projected_badges(stack: Stack) -> list[Any]:
+    import redis.asyncio as aioredis
+
+    from state.league import League
+
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        return await League(client, stack.namespace).badges("S0001")
+    finally:
+        await client.aclose()
+
+
+async def _no_badges(stack: Stack) -> bool:
+    return not await _projected_badges(stack)
+
+
+def _badges_command(stack: Stack) -> list[tuple[str, int, int | None]]:
+    result = stack.run_cli("badges", "--person", "S0001", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = orjson.loads(result.stdout.strip().splitlines()[-1])["people"].get("S0001", [])
+    return [(r["badge"], r["count"], r["streak"]) for r in rows]

@@ -113,7 +113,10 @@ def test_each_event_type_contributes_its_record() -> None:
     assert contribution is not None
     assert contribution.day == closed.occurred_at.astimezone(IST).date()
     assert contribution.field == f"e:{closed.event_id}"
+    at = int(closed.occurred_at.timestamp() * 1000)
+    data = EXAMPLES["jobcard.closed"]
     assert _record("jobcard.closed")[0] == "j"
+    assert _record("jobcard.closed")[4:] == [data["jobcard_id"], int(data["flawless"]), at, closed.event_id]
     assert _record("survey.csat")[:2] == ["c", EXAMPLES["survey.csat"]["rating"]]
     assert _record("survey.nps")[0] == "n"
     assert _record("sale.upsell")[:2] == ["u", str(EXAMPLES["sale.upsell"]["amount"])]
@@ -147,10 +150,12 @@ def test_a_window_s_kpis() -> None:
         "turnaround_p90": float(np.percentile(turnaround, 90)),  # 91.0, linear between 90 and 100
         "first_time_fix_rate": 0.3,
         "on_time_rate": 0.8,
+        "flawless_run": 0,  # records of this shape (from before runs were counted) count in no run
         "repeat_complaints": 1,
         "repeat_complaint_rate": 0.1,
         "csat_count": 2,
         "csat_mean": 3.0,  # s1's newer answer (2) and s2 (4)
+        "five_star_run": 0,  # s1's five stars were answered again with 2
         "nps_count": 4,
         "nps": 25.0,  # 2 promoters - 1 detractor of 4
         "upsells": 3,
@@ -290,7 +295,11 @@ def test_evaluating_a_window_for_a_person(tmp_path: Path) -> None:
 
 def test_the_default_pack_s_window_rules() -> None:
     pack = load_rule_pack(DEFAULT_RULES)
-    assert [r.id for r in pack.rules_for("window.month")] == ["kpi.csat_star", "kpi.zero_comebacks"]
+    assert [r.id for r in pack.rules_for("window.month")] == [
+        "kpi.csat_star",
+        "kpi.zero_comebacks",
+        "kpi.flawless_five",
+    ]
     assert [r.id for r in pack.rules_for("window.week")] == ["kpi.sla_keeper"]
 
 
@@ -366,3 +375,19 @@ def test_a_month_cap_counts_each_day_after_its_day_cap(tmp_path: Path) -> None:
     busy |= {D(2026, 11, d) for d in range(9, 12)}
     settled = settle_cap(month, staff, rule, 300, lambda s, d: three if d in busy else [])
     assert settled.outcome is not None and (settled.inputs["awarded"], settled.outcome.points) == (400, -100)
+
+
+def test_runs_follow_event_time_whatever_order_the_records_come_in() -> None:
+    """The most flawless job cards and five-star answers in a row, by event time (then event id): any
+    other closing or rating ends a run; a survey answered again counts with its latest answer."""
+    flags = [1, 1, 0, 1, 1, 1, 1, 0, 1]  # the longest run: 4
+    jobs = [["j", 30, 1, 1, f"JC-{n}", flag, 1000 * n, f"e{n}"] for n, flag in enumerate(flags)]
+    ratings = [5, 5, 5, 4, 5, 5]  # 3 in a row, then 2...
+    answers = [["c", r, 1000 * n, f"c{n}", f"s{n}"] for n, r in enumerate(ratings)]
+    answers.append(["c", 5, 1000 * 9, "c9", "s3"])  # ...until s3 is answered again with five stars: 6
+    for order in (jobs + answers, list(reversed(jobs + answers)), jobs[::2] + answers[::-2] + jobs[1::2] + answers):
+        kpis = summarize(order)
+        assert (kpis["flawless_run"], kpis["five_star_run"]) == (4, 6)
+    tied = [["j", 30, 1, 1, "JC-a", 1, 5000, "e-b"], ["j", 30, 1, 1, "JC-b", 0, 5000, "e-a"]]
+    assert summarize([*tied, ["j", 30, 1, 1, "JC-c", 1, 6000, "e-c"]])["flawless_run"] == 2  # e-a, then e-b
+    assert summarize([])["flawless_run"] == 0

@@ -60,8 +60,20 @@ def facts_of(event_type: str, **changes: Any) -> dict[str, Any]:
 def test_default_pack_loads(pack: RulePack) -> None:
     """The default pack has its name, version 1 and 19 rules (3 on KPI windows) with unique ids and known
     types and roles."""
-    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 1, 19)
-    assert len({r.id for r in pack.rules}) == 19
+    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 1, 20)
+    assert [(b.id, b.name) for b in pack.badges] == [
+        ("csat-star", "CSAT star"),
+        ("zero-comebacks", "Zero comebacks"),
+        ("flawless-five", "Flawless five"),
+        ("sla-keeper", "SLA keeper"),
+    ]
+    assert {r.id: r.badge.id for r in pack.rules if r.badge} == {
+        "kpi.csat_star": "csat-star",
+        "kpi.zero_comebacks": "zero-comebacks",
+        "kpi.flawless_five": "flawless-five",
+        "kpi.sla_keeper": "sla-keeper",
+    }
+    assert len({r.id for r in pack.rules}) == 20
     assert all((r.on in EVENT_TYPES or r.on in WINDOW_TYPES) and r.roles <= set(ROLES) for r in pack.rules)
     assert pack.window_kinds == {"week", "month"}
     assert [r.id for r in pack.rules_for("jobcard.closed")] == [
@@ -500,14 +512,14 @@ def test_valid_pack_loads_every_op(tmp_path: Path) -> None:
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "evnt: survey.csat"),
             4,
-            "unknown key(s): evnt (allowed: budget, cap, effective_from, effective_to, event, exclude, id, "
+            "unknown key(s): evnt (allowed: badge, budget, cap, effective_from, effective_to, event, exclude, id, "
             "multipliers, points, retracted_by, roles, version, when, why)",
             id="typo-key",
         ),
         pytest.param(
             HEAD + RULE.replace("event: survey.csat", "on: survey.csat"),
             4,
-            "unknown key(s): True (allowed: budget, cap, effective_from, effective_to, event, exclude, id, "
+            "unknown key(s): True (allowed: badge, budget, cap, effective_from, effective_to, event, exclude, id, "
             "multipliers, points, retracted_by, roles, version, when, why)",
             id="yaml-on-is-true",
         ),

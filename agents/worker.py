@@ -16,6 +16,7 @@ again by the next worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -47,6 +48,7 @@ from agents.windows import KpiWindows, WindowStep
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
 from config.settings import Settings
+from state import workers
 from state.budgets import BudgetStore
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
@@ -433,6 +435,12 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     async def audit() -> None:
         await scorer.audit()
 
+    @app.timer(workers.HEARTBEAT_S)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:  # this worker is running (pitstop replay --activate waits for none to be)
+        info = {"pack": f"{scorer.pack.name} v{scorer.pack.version}", "ledger": topics.ledger}
+        with contextlib.suppress(RedisError, OSError):
+            await workers.beat(redis, settings.redis_namespace, info)
+
     @app.timer(PACK_CHECK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def reload_pack() -> None:
         scorer.reload_pack()
@@ -503,14 +511,29 @@ def _await_chain(awaitable: Any, depth: int = 30) -> list[str]:
     return lines
 
 
+async def _wait_for_activation(settings: Settings) -> None:
+    """A worker starting while `pitstop replay --activate` swaps the namespace waits for it to finish."""
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        while name := await workers.activation(redis, settings.redis_namespace):
+            log.warning("ledger generation %s is being activated; waiting for it", name)
+            await asyncio.sleep(1.0)
+    finally:
+        await redis.aclose()
+
+
 def run_worker(settings: Settings) -> None:
     """``pitstop worker``: create topics, serve /metrics, run the agents until SIGINT/SIGTERM."""
-    from streams.topics import ensure_topics
+    from streams.topics import ensure_topics, with_active_generation
 
-    registry = CollectorRegistry()
-    app, _ = build_worker(settings, registry)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.run_until_complete(_wait_for_activation(settings))
+    settings = loop.run_until_complete(with_active_generation(settings))  # the ledger in use (pitstop replay)
+    if settings.ledger_generation:
+        log.info("ledger generation %s", settings.ledger_generation)
+    registry = CollectorRegistry()
+    app, _ = build_worker(settings, registry)
     loop.run_until_complete(ensure_topics(settings))
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.bind_host, registry=registry)

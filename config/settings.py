@@ -35,6 +35,9 @@ class Settings:
     programme_path: Path = DEFAULT_PROGRAMME  # tiers and contests (config/programme.py)
     topic_prefix: str = ""
     redis_namespace: str = "pitstop"
+    # The ledger generation in use ("" for the first): read from the broker's ledger-generations topic
+    # at start-up (streams.topics.active_generation), never from the environment.
+    ledger_generation: str = ""
     topic_partitions: int = 4
     app_id: str = "pitstop"
     max_event_bytes: int = 64 * 1024

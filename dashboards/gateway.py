@@ -415,7 +415,8 @@ class Gateway:
         if feed is None:
             return  # nobody watches this board here
         scores = data["scores"] if isinstance(data["scores"], dict) else {}
-        if not feed.on_change(int(data["ver"]), scores):
+        # `reset`: the board was replaced whole (a ledger generation activated, pitstop replay)
+        if data.get("reset") or not feed.on_change(int(data["ver"]), scores):
             await self._resnapshot(board)
 
     async def _on_award(self, data: dict[str, Any]) -> None:

@@ -11,10 +11,13 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.loading import ConfigError
 from config.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # the commands import what they use when they run (a fast --help)
+    from agents.scoring import Award
 
 
 def _positive(text: str) -> float:
@@ -25,6 +28,14 @@ def _positive(text: str) -> float:
     if not 0 < value <= 1_000_000:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 1000000")
     return value
+
+
+def _generation(text: str) -> str:
+    from streams.topics import GENERATION_NAME
+
+    if not GENERATION_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: lower-case letters, digits and '-' (at most 40), e.g. nov-restate")
+    return text
 
 
 def _season(text: str) -> str:
@@ -120,6 +131,17 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("--centre", help="rank within one centre instead of the nation")
     diff.add_argument("--limit", type=_count, default=50, help="people listed in the table (default 50)")
     diff.add_argument("--json", action="store_true", help="print one JSON object with every change")
+
+    replay = sub.add_parser(
+        "replay", help="score every source event again with a rule pack, into shadow boards; --activate makes them live"
+    )
+    replay.add_argument("--name", type=_generation, required=True, help="the shadow (and the new ledger generation)")
+    replay.add_argument("--pack", type=Path, help="the rule pack (default: the configured one)")
+    replay.add_argument(
+        "--activate", action="store_true", help="make the shadow the ledger and the boards (stop the worker first)"
+    )
+    replay.add_argument("--limit", type=_count, default=30, help="changes listed in the table (default 30)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
 
     contest = sub.add_parser("contest", help="contest standings and winners, from the ledger")
     contest.add_argument("contest_id", nargs="?", metavar="ID", help="one contest (default: every contest)")
@@ -286,6 +308,8 @@ def _run(args: argparse.Namespace) -> int:
         return _standings(settings, args)
     if args.command == "badges":
         return _badges(settings, args)
+    if args.command == "replay":
+        return _replay(settings, args)
     if args.command == "league":
         return asyncio.run(_league(settings, args))
     if args.command == "kpi":
@@ -316,13 +340,13 @@ async def _rebuild(settings: Settings, *, clear: bool) -> int:
     import redis.asyncio as aioredis
 
     from state.rebuild import rebuild_from_ledger
-    from streams.topics import Topics
+    from streams.topics import active_topics
 
     redis = aioredis.from_url(settings.redis_url)
     try:
         report = await rebuild_from_ledger(
             settings.bootstrap_servers,
-            Topics.from_settings(settings).ledger,
+            (await active_topics(settings)).ledger,
             redis,
             settings.redis_namespace,
             clear=clear,
@@ -362,11 +386,52 @@ def _schemas(*, write: bool) -> int:
     return 0
 
 
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.rules import load_rule_pack
+    from config.directory import load_directory
+    from pitstop.replay import ReplayError, replay
+
+    pack = load_rule_pack(args.pack or settings.rules_path)  # a pack that does not validate stops here
+    directory = load_directory(settings.directory_path)
+    try:
+        report = asyncio.run(replay(settings, pack, directory, args.name, activate=args.activate))
+    except ReplayError as exc:
+        print(f"pitstop: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+    print(
+        f"replayed {report.records} records with {report.pack}: {report.entries} ledger entries in "
+        f"{report.seconds} s, digest {report.digest[:16]}; "
+        + ("the same records as the live ledger" if report.matches_live else "differs from the live ledger")
+    )
+    print(f"{'staff':<8} {'season':<8} {'live':>7} {'shadow':>7} {'change':>7}")
+    for change in report.changes[: args.limit]:
+        delta = change.shadow - change.live
+        print(f"{change.staff_id:<8} {change.season:<8} {change.live:>7} {change.shadow:>7} {delta:>+7}")
+    if report.activated:
+        print(f"activated: the ledger is now {report.activated}; start the worker with this pack")
+    else:
+        print(f"shadow boards in Redis namespace {report.namespace} (PITSTOP_REDIS_NAMESPACE for pitstop league)")
+    return 0
+
+
+def _ledger_entries(settings: Settings) -> list[Award]:
+    """Every readable entry of the ledger generation in use."""
+    from state.standings import read_entries
+    from streams.topics import active_topics
+
+    async def read() -> list[Award]:
+        return await read_entries(settings.bootstrap_servers, (await active_topics(settings)).ledger)
+
+    return asyncio.run(read())
+
+
 def _standings(settings: Settings, args: argparse.Namespace) -> int:
     from agents.rules import load_rule_pack
     from config.programme import load_programme
-    from state.standings import contest_standings, read_entries, tiers_after
-    from streams.topics import Topics
+    from state.standings import contest_standings, tiers_after
 
     pack = load_rule_pack(settings.rules_path)
     programme = load_programme(settings.programme_path, frozenset(r.id for r in pack.rules))
@@ -374,7 +439,7 @@ def _standings(settings: Settings, args: argparse.Namespace) -> int:
         known = ", ".join(c.id for c in programme.contests) or "none"
         print(f"pitstop: no contest {args.contest_id!r} in {settings.programme_path} (known: {known})", file=sys.stderr)
         return 2
-    entries = asyncio.run(read_entries(settings.bootstrap_servers, Topics.from_settings(settings).ledger))
+    entries = _ledger_entries(settings)
     if args.command == "tiers":
         moves = tiers_after(programme, entries, args.season)
         if args.json:
@@ -414,13 +479,11 @@ def _standings(settings: Settings, args: argparse.Namespace) -> int:
 def _badges(settings: Settings, args: argparse.Namespace) -> int:
     from config.directory import load_directory
     from state.badges import badges_from_ledger, summarize_badges
-    from state.standings import read_entries
-    from streams.topics import Topics
 
     if args.person and load_directory(settings.directory_path).person(args.person) is None:
         print(f"pitstop: no staff {args.person!r} in {settings.directory_path}", file=sys.stderr)
         return 2
-    entries = asyncio.run(read_entries(settings.bootstrap_servers, Topics.from_settings(settings).ledger))
+    entries = _ledger_entries(settings)
     held = badges_from_ledger(e for e in entries if args.person in (None, e.staff_id))
     report = {staff_id: [b.to_json() for b in summarize_badges(found)] for staff_id, found in held.items()}
     if args.json:

@@ -2,16 +2,23 @@
 
 Source topics are keyed by ``centre_id`` (one centre's events stay in order); the ledger is keyed by
 ``staff_id`` and kept forever; dead letters and late events are kept for 90 days.
+
+The ledger has **generations**: ``pitstop replay --activate`` writes a re-scored ledger to a topic of
+its own (``points-ledger.<generation>``) and records it on ``ledger-generations`` (one partition,
+compacted, the newest record wins), which every process reads at start-up. Earlier generations stay,
+kept forever, for audit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -20,15 +27,19 @@ from config.settings import Settings
 from streams.contract import FAMILY_TOPICS
 
 LEDGER = "points-ledger"
+GENERATIONS = "ledger-generations"
+GENERATION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DEAD_LETTERS = "dead-letters"
 LATE_EVENTS = "late-events"  # events that arrived after their day's KPI windows had closed
 SOURCES = tuple(FAMILY_TOPICS.values())  # jobcards, tickets, surveys, sales, recognitions
 DLQ_RETENTION_MS = 90 * 24 * 3600 * 1000
+LEDGER_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}  # every generation is kept forever
 
 
 @dataclass(frozen=True)
 class Topics:
     prefix: str = ""
+    generation: str = ""  # the ledger generation ("" for the first)
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}" if self.prefix else base
@@ -39,7 +50,11 @@ class Topics:
 
     @property
     def ledger(self) -> str:
-        return self.name(LEDGER)
+        return self.name(f"{LEDGER}.{self.generation}" if self.generation else LEDGER)
+
+    @property
+    def generations(self) -> str:
+        return self.name(GENERATIONS)
 
     @property
     def dead_letters(self) -> str:
@@ -59,7 +74,7 @@ class Topics:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
-        return cls(f"{settings.topic_prefix}." if settings.topic_prefix else "")
+        return cls(f"{settings.topic_prefix}." if settings.topic_prefix else "", settings.ledger_generation)
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
@@ -67,7 +82,8 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
     topics = Topics.from_settings(settings)
     n = settings.topic_partitions
     wanted = [NewTopic(name, n, 1) for name in topics.sources]
-    wanted.append(NewTopic(topics.ledger, n, 1, topic_configs={"retention.ms": "-1", "retention.bytes": "-1"}))
+    wanted.append(NewTopic(topics.ledger, n, 1, topic_configs=LEDGER_CONFIG))
+    wanted.append(NewTopic(topics.generations, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     wanted.append(NewTopic(topics.dead_letters, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
     wanted.append(NewTopic(topics.late_events, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -87,6 +103,27 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def active_generation(bootstrap: str, topics: Topics) -> dict[str, Any]:
+    """The newest record of ``ledger-generations`` (``{"generation": "", ...}`` when there is none)."""
+    try:
+        records = [m async for batch in read_topic(bootstrap, topics.generations) for m in batch]
+    except LookupError:
+        records = []
+    values = [orjson.loads(m.value) for m in records if m.value is not None]
+    return values[-1] if values else {"generation": ""}
+
+
+async def with_active_generation(settings: Settings) -> Settings:
+    """``settings`` naming the ledger generation the broker says is in use."""
+    found = await active_generation(settings.bootstrap_servers, Topics.from_settings(settings))
+    return replace(settings, ledger_generation=str(found["generation"]))
+
+
+async def active_topics(settings: Settings) -> Topics:
+    """The topics, with the ledger of the generation in use."""
+    return Topics.from_settings(await with_active_generation(settings))
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[int]:

@@ -144,6 +144,36 @@ class Stack:
                 tail = self.logs[name].read_text(errors="replace")[-3000:]
                 raise AssertionError(f"{name} exited with {process.returncode}:\n{tail}")
 
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Start ``pitstop <name>`` (worker or gateway), its output appended to its log."""
+        with self.logs[name].open("ab") as log:  # the child keeps its own descriptor
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "pitstop", name],
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.terminate()
+        try:
+            process.wait(seconds(30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def wait_ready(self) -> None:
+        """Until the worker has partitions and the gateway serves."""
+        deadline = time.monotonic() + seconds(90)
+        while (_metric(self.worker_metrics_port, "pitstop_worker_assigned_partitions") or 0) <= 0 or _metric(
+            self.gateway_port, "pitstop_ws_snapshots_total"
+        ) is None:
+            self.assert_alive()
+            assert time.monotonic() < deadline, "worker or gateway not ready after 90 s"
+            time.sleep(0.1)
+
     def run_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "pitstop", *args],
@@ -195,17 +225,8 @@ def stack(broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempP
     try:
         for name in ("worker", "gateway"):
             stack.logs[name] = logs / f"{name}.log"
-            with stack.logs[name].open("wb") as log:  # the child keeps its own descriptor
-                stack.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "pitstop", name], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-                )
-        deadline = time.monotonic() + seconds(90)
-        while (_metric(stack.worker_metrics_port, "pitstop_worker_assigned_partitions") or 0) <= 0 or _metric(
-            stack.gateway_port, "pitstop_ws_snapshots_total"
-        ) is None:
-            stack.assert_alive()
-            assert time.monotonic() < deadline, "worker or gateway not ready after 90 s"
-            time.sleep(0.1)
+            stack.start(name)
+        stack.wait_ready()
         yield stack
     finally:
         for process in stack.processes.values():

@@ -212,34 +212,15 @@ async def replay(
         if live_topics.generation == name:
             return await _finish(redis, settings.redis_namespace, shadow_ns, name, pack, live_topics, started)
     try:
-        await _delete(redis, [k async for k in redis.scan_iter(match=f"{shadow_ns}:*", count=1000)])
         records = arrival_order(await read_sources(bootstrap, live_topics))
-        sink = ShadowLedger(Topics.from_settings(shadow_settings).ledger)
-        scorer = Scorer(
-            _ShadowApp(sink),  # type: ignore[arg-type]  # the scorer only calls app.producer.send
-            shadow_settings,
-            pack=pack,
-            directory=directory,
-            metrics=WorkerMetrics.create(CollectorRegistry()),
-            redis=redis,
-        )
-        firsts: dict[tuple[str, int], int] = {}
-        for record in records:
-            firsts.setdefault((record.topic, record.partition), record.offset)
-
-        async def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-            return {tp: firsts[tp] for tp in partitions if tp in firsts}  # from the first record kept
-
-        scorer.read_committed = committed
-        for batch in _batches(records, batch_size):
-            await scorer.score(batch)
-        shadow = [Award.from_ledger(r) for r in sink.records]
+        shadow_records = await score_into_shadow(redis, shadow_settings, pack, directory, records, batch_size)
+        shadow = [Award.from_ledger(r) for r in shadow_records]
         live_records = [m.value for batch in await _ledger_batches(bootstrap, live_topics.ledger) for m in batch]
         live = [Award.from_ledger(v) for v in live_records if v is not None]
         league = League(redis, shadow_ns)
         activated = ""
         if activate:
-            placed = await _write_generation(bootstrap, settings, Topics.from_settings(shadow_settings), sink.records)
+            placed = await _write_generation(bootstrap, settings, Topics.from_settings(shadow_settings), shadow_records)
             await _project(league, [LedgerRecord(p, o, a) for (p, o), a in zip(placed, shadow, strict=True)])
             await _check_worker_stopped(redis, settings.redis_namespace)  # still: nobody writes the live keys now
             await _record_generation(bootstrap, live_topics, name, pack, live_topics.generation)
@@ -256,13 +237,47 @@ async def replay(
         pack=f"{pack.name} v{pack.version}",
         namespace=settings.redis_namespace if activate else shadow_ns,
         records=len(records),
-        entries=len(sink.records),
-        digest=digest(sink.records),
-        matches_live=set(sink.records) == {v for v in live_records if v is not None},
+        entries=len(shadow_records),
+        digest=digest(shadow_records),
+        matches_live=set(shadow_records) == {v for v in live_records if v is not None},
         changes=changes(live, shadow),
         seconds=round(time.monotonic() - started, 2),
         activated=activated,
     )
+
+
+async def score_into_shadow(
+    redis: aioredis.Redis,
+    shadow_settings: Settings,
+    pack: RulePack,
+    directory: Directory,
+    records: Sequence[SourceRecord],
+    batch_size: int = BATCH,
+) -> list[bytes]:
+    """Score ``records``, in this order and in batches, as the worker does, keeping everything under the
+    shadow's (emptied) namespace; returns the ledger records made, in order."""
+    shadow_ns = shadow_settings.redis_namespace
+    await _delete(redis, [k async for k in redis.scan_iter(match=f"{shadow_ns}:*", count=1000)])
+    sink = ShadowLedger(Topics.from_settings(shadow_settings).ledger)
+    scorer = Scorer(
+        _ShadowApp(sink),  # type: ignore[arg-type]  # the scorer only calls app.producer.send
+        shadow_settings,
+        pack=pack,
+        directory=directory,
+        metrics=WorkerMetrics.create(CollectorRegistry()),
+        redis=redis,
+    )
+    firsts: dict[tuple[str, int], int] = {}
+    for record in records:
+        firsts.setdefault((record.topic, record.partition), record.offset)
+
+    async def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: firsts[tp] for tp in partitions if tp in firsts}  # from the first record kept
+
+    scorer.read_committed = committed
+    for batch in _batches(records, batch_size):
+        await scorer.score(batch)
+    return sink.records
 
 
 async def _finish(

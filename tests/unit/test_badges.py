@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.rules import Badge, RulePack, load_rule_pack
+from agents.rules import Badge, RulePack
 from agents.scoring import Award, score_event
 from config.directory import Directory
-from config.loading import ConfigError
 from state.badges import BadgeEarned, badges_from_ledger, summarize_badges, window_position
 from streams.events import decode_event
 from streams.examples import EXAMPLES
+from tests.unit.conftest import pack_from_text, pack_refusal
 
 PACK = """\
 pack: test
@@ -39,15 +39,7 @@ badges:
 
 
 def _pack(tmp_path: Path, text: str = PACK) -> RulePack:
-    path = tmp_path / "pack.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_rule_pack(path)
-
-
-def _refused(tmp_path: Path, text: str) -> tuple[int | None, str]:
-    with pytest.raises(ConfigError) as info:
-        _pack(tmp_path, text)
-    return info.value.line, info.value.reason
+    return pack_from_text(tmp_path, text)
 
 
 def test_a_rule_names_a_badge_of_the_catalogue(tmp_path: Path) -> None:
@@ -125,13 +117,13 @@ def test_invalid_badges_are_refused_with_line_and_reason(
     tmp_path: Path, change: tuple[str, str], line: int, reason: str
 ) -> None:
     assert change[0] in PACK
-    assert _refused(tmp_path, PACK.replace(change[0], change[1], 1)) == (line, reason)
+    assert pack_refusal(tmp_path, PACK.replace(change[0], change[1], 1)) == (line, reason)
 
 
 def test_a_badge_defined_twice_and_badges_not_a_list_are_refused(tmp_path: Path) -> None:
     twice = PACK + "  - id: five-star\n    name: Again\n"
-    assert _refused(tmp_path, twice) == (16, "badge five-star is defined twice")
-    assert _refused(tmp_path, PACK.split("badges:")[0] + "badges: {five-star: x}\n") == (
+    assert pack_refusal(tmp_path, twice) == (16, "badge five-star is defined twice")
+    assert pack_refusal(tmp_path, PACK.split("badges:")[0] + "badges: {five-star: x}\n") == (
         1,
         "'badges' must be a list of {id, name, description}",
     )

@@ -12,7 +12,6 @@ import pytest
 
 from agents.budgets import BudgetBook, Decision, claims, settle
 from agents.pipeline import ScoredEvent, SourceRecord
-from agents.rules import load_rule_pack
 from agents.scoring import score_event
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
@@ -21,6 +20,7 @@ from state.budgets import from_ledger
 from state.league import boards_for
 from streams.events import decode_event
 from streams.examples import EXAMPLES
+from tests.unit.conftest import pack_from_text
 
 PACK = """\
 pack: spot
@@ -37,9 +37,7 @@ rules:
 
 
 def _pack(tmp_path: Path, text: str = PACK) -> Any:
-    path = tmp_path / "pack.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_rule_pack(path)
+    return pack_from_text(tmp_path, text)
 
 
 def _scored(directory: Directory, tmp_path: Path, **changes: Any) -> tuple[list[ScoredEvent], Any]:

@@ -24,12 +24,12 @@ from agents.kpi import (
 from agents.rules import load_rule_pack
 from agents.windows import correction, evaluate_window, settle_cap, window_award
 from config.directory import Directory, load_directory
-from config.loading import ConfigError
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from state.kpi import Result
 from streams.contract import KPI_METRICS, window_rule_facts
 from streams.events import decode_event
 from streams.examples import EXAMPLES
+from tests.unit.conftest import pack_from_text, pack_refusal
 
 IST = ZoneInfo("Asia/Kolkata")
 D = date
@@ -192,20 +192,8 @@ rules:
 """
 
 
-def _load(tmp_path: Path, text: str) -> Any:
-    path = tmp_path / "pack.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_rule_pack(path)
-
-
-def _refusal(tmp_path: Path, text: str) -> tuple[int | None, str]:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, text)
-    return info.value.line, info.value.reason
-
-
 def test_a_window_rule_loads_and_reads_its_kpis(tmp_path: Path) -> None:
-    pack = _load(tmp_path, WINDOW_RULE)
+    pack = pack_from_text(tmp_path, WINDOW_RULE)
     (rule,) = pack.rules_for("window.month")
     assert pack.window_kinds == {"month"}
     assert rule.reads() == ("kpi.csat_count_month", "kpi.csat_mean_30d", "window")
@@ -255,7 +243,7 @@ def test_a_window_rule_loads_and_reads_its_kpis(tmp_path: Path) -> None:
 def test_invalid_window_rules_are_refused_with_the_reason(
     tmp_path: Path, change: tuple[str, str], reason: str | None
 ) -> None:
-    line, message = _refusal(tmp_path, WINDOW_RULE.replace(*change))
+    line, message = pack_refusal(tmp_path, WINDOW_RULE.replace(*change))
     assert line == 4
     if reason is None:
         assert message.startswith("rule kpi.star: 'event' must be an event type") and "window.30d" in message
@@ -264,7 +252,7 @@ def test_invalid_window_rules_are_refused_with_the_reason(
 
 
 def test_evaluating_a_window_for_a_person(tmp_path: Path) -> None:
-    pack = _load(tmp_path, WINDOW_RULE)
+    pack = pack_from_text(tmp_path, WINDOW_RULE)
     directory = load_directory(DEFAULT_DIRECTORY)
     centre = directory.centres["C01"]
     window = Window.of("month", D(2026, 11, 30))
@@ -318,7 +306,7 @@ rules:
 
 
 def test_a_capped_rule_loads_and_its_periods_close(tmp_path: Path) -> None:
-    pack = _load(tmp_path, CAPPED)
+    pack = pack_from_text(tmp_path, CAPPED)
     assert pack.rules[0].caps == (("day", 50), ("month", 300))
     assert pack.window_kinds == {"day", "month"} and set(pack.capped) == {"survey.five"}
 
@@ -336,19 +324,19 @@ def test_a_capped_rule_loads_and_its_periods_close(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_caps_are_refused_with_the_reason(tmp_path: Path, cap: str, reason: str) -> None:
-    assert _refusal(tmp_path, CAPPED.replace("{day: 50, month: 300}", cap)) == (4, f"rule survey.five: {reason}")
+    assert pack_refusal(tmp_path, CAPPED.replace("{day: 50, month: 300}", cap)) == (4, f"rule survey.five: {reason}")
 
 
 def test_a_rule_on_a_window_takes_no_cap(tmp_path: Path) -> None:
     text = WINDOW_RULE.replace("    why:", "    cap: {month: 10}\n    why:")
-    assert _refusal(tmp_path, text) == (
+    assert pack_refusal(tmp_path, text) == (
         4,
         "rule kpi.star: a rule on a window gives once per window: put its limit in 'points', not a cap",
     )
 
 
 def test_settling_a_cap(tmp_path: Path) -> None:
-    pack = _load(tmp_path, CAPPED)
+    pack = pack_from_text(tmp_path, CAPPED)
     directory = load_directory(DEFAULT_DIRECTORY)
     centre, staff, rule = directory.centres["C01"], directory.staff["S0001"], pack.rules[0]
     window = Window.of("day", D(2026, 11, 10))
@@ -365,7 +353,7 @@ def test_settling_a_cap(tmp_path: Path) -> None:
 
 def test_a_month_cap_counts_each_day_after_its_day_cap(tmp_path: Path) -> None:
     """Five days of 75 points under a 50-a-day cap earn 250: the month cap of 300 takes nothing more."""
-    pack = _load(tmp_path, CAPPED)
+    pack = pack_from_text(tmp_path, CAPPED)
     staff, rule = load_directory(DEFAULT_DIRECTORY).staff["S0001"], pack.rules[0]
     month = Window.of("month", D(2026, 11, 30))
     busy = {D(2026, 11, d) for d in range(2, 7)}

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from agents.rules import Expression, evaluate, load_rule_pack
-from config.loading import ConfigError
+from agents.rules import Expression, evaluate
+from tests.unit.conftest import pack_from_text, pack_refusal
 
 HEAD = "pack: test\nversion: 1\nrules:\n"
 
@@ -28,18 +28,6 @@ def rule(
         f"{extra}"
         '    why: "Rated {rating}"\n'
     )
-
-
-def load(tmp_path: Path, text: str) -> Any:
-    path = tmp_path / "pack.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_rule_pack(path)
-
-
-def error(tmp_path: Path, text: str) -> tuple[int | None, str]:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text)
-    return info.value.line, info.value.reason
 
 
 @pytest.mark.parametrize(
@@ -60,13 +48,13 @@ def error(tmp_path: Path, text: str) -> tuple[int | None, str]:
     ],
 )
 def test_expression_conditions(tmp_path: Path, expression: str, facts: dict[str, Any], fires: bool) -> None:
-    pack = load(tmp_path, HEAD + rule(when=f'"{expression}"'))
+    pack = pack_from_text(tmp_path, HEAD + rule(when=f'"{expression}"'))
     assert (evaluate(pack.rules[0], facts) is not None) is fires
 
 
 def test_numbers_are_decimal_so_thresholds_are_exact(tmp_path: Path) -> None:
     """0.1 + 0.2 == 0.3 in a rule, and float facts are read as the decimals they print as."""
-    pack = load(tmp_path, HEAD + rule(when='"rating * 0.1 + 0.2 == 0.7"', points='"rating * 0.1 + 0.11"'))
+    pack = pack_from_text(tmp_path, HEAD + rule(when='"rating * 0.1 + 0.2 == 0.7"', points='"rating * 0.1 + 0.11"'))
     assert evaluate(pack.rules[0], {"rating": 5}) is not None
     formula = pack.rules[0].points
     assert isinstance(formula, Expression) and formula.value({"rating": 0.1}) == Decimal("0.12")
@@ -84,20 +72,22 @@ def test_numbers_are_decimal_so_thresholds_are_exact(tmp_path: Path) -> None:
     ],
 )
 def test_points_formulas(tmp_path: Path, formula: str, facts: dict[str, Any], points: int | None) -> None:
-    pack = load(tmp_path, HEAD + rule(when='"rating > 0"', points=formula))
+    pack = pack_from_text(tmp_path, HEAD + rule(when='"rating > 0"', points=formula))
     outcome = evaluate(pack.rules[0], facts)
     assert (outcome.points if outcome else None) == points
 
 
 def test_formula_facts_are_recorded_as_inputs(tmp_path: Path) -> None:
     """An award's inputs list every fact the rule read, expressions included, in order of first use."""
-    pack = load(tmp_path, HEAD + rule(when="\"rating > 3 and subject_kind != 'sale'\"", points='"max(rating, 1)"'))
+    pack = pack_from_text(
+        tmp_path, HEAD + rule(when="\"rating > 3 and subject_kind != 'sale'\"", points='"max(rating, 1)"')
+    )
     assert pack.rules[0].reads() == ("rating", "subject_kind")
 
 
 def test_expression_multiplier(tmp_path: Path) -> None:
     extra = "    multipliers:\n      - {name: detail, when: \"feedback != ''\", factor: 1.5}\n"
-    pack = load(tmp_path, HEAD + rule(extra=extra))
+    pack = pack_from_text(tmp_path, HEAD + rule(extra=extra))
     outcome = evaluate(pack.rules[0], {"rating": 5, "feedback": "great"})
     assert outcome is not None and (outcome.points, outcome.multipliers) == (15, (("detail", "1.5"),))
 
@@ -132,11 +122,11 @@ def test_expression_multiplier(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_expressions_are_refused_with_the_reason(tmp_path: Path, when: str, reason: str) -> None:
-    assert error(tmp_path, HEAD + rule(when=when)) == (4, f"rule survey.good: {reason}")
+    assert pack_refusal(tmp_path, HEAD + rule(when=when)) == (4, f"rule survey.good: {reason}")
 
 
 def test_invalid_formula_is_refused(tmp_path: Path) -> None:
-    assert error(tmp_path, HEAD + rule(points='"rating * bonus"')) == (
+    assert pack_refusal(tmp_path, HEAD + rule(points='"rating * bonus"')) == (
         4,
         "rule survey.good: 'points': unknown fact 'bonus' for this event type",
     )
@@ -149,7 +139,7 @@ WINDOW = "    effective_from: 2026-12-01T00:00:00+05:30\n    effective_to: '2027
 
 def test_effective_window_by_event_time(tmp_path: Path) -> None:
     """From is inclusive, to is exclusive; both compare with the event time, whatever its offset."""
-    active = load(tmp_path, HEAD + rule(extra=WINDOW)).rules[0]
+    active = pack_from_text(tmp_path, HEAD + rule(extra=WINDOW)).rules[0]
     assert not active.in_effect(datetime(2026, 11, 30, 18, 29, 59, tzinfo=UTC))
     assert active.in_effect(datetime(2026, 11, 30, 18, 30, tzinfo=UTC))  # 2026-12-01 00:00 +05:30
     assert active.in_effect(datetime(2026, 12, 31, 18, 29, 59, tzinfo=UTC))
@@ -160,7 +150,7 @@ def test_a_new_version_takes_over_at_a_date(tmp_path: Path) -> None:
     """The same rule id may appear again as a later version whose window starts where the first ends."""
     first = rule(extra="    effective_to: 2026-12-01T00:00:00+05:30\n")
     second = rule(version=2, points="15", extra="    effective_from: 2026-12-01T00:00:00+05:30\n")
-    pack = load(tmp_path, HEAD + first + second)
+    pack = pack_from_text(tmp_path, HEAD + first + second)
     at = datetime(2026, 12, 5, tzinfo=UTC)
     assert [r.version for r in pack.rules_for("survey.csat") if r.in_effect(at)] == [2]
 
@@ -201,4 +191,4 @@ def test_a_new_version_takes_over_at_a_date(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_windows_are_refused(tmp_path: Path, text: str, line: int, reason: str) -> None:
-    assert error(tmp_path, HEAD + text) == (line, reason)
+    assert pack_refusal(tmp_path, HEAD + text) == (line, reason)

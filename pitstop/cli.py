@@ -140,6 +140,7 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--activate", action="store_true", help="make the shadow the ledger and the boards (stop the worker first)"
     )
+    replay.add_argument("--drop", action="store_true", help="delete the shadow of this name instead, and exit")
     replay.add_argument("--limit", type=_count, default=30, help="changes listed in the table (default 30)")
     replay.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -389,8 +390,11 @@ def _schemas(*, write: bool) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from agents.rules import load_rule_pack
     from config.directory import load_directory
-    from pitstop.replay import ReplayError, replay
+    from pitstop.replay import ReplayError, drop_shadow, replay
 
+    if args.drop:
+        print(f"deleted {asyncio.run(drop_shadow(settings, args.name))} keys of the shadow {args.name}")
+        return 0
     pack = load_rule_pack(args.pack or settings.rules_path)  # a pack that does not validate stops here
     directory = load_directory(settings.directory_path)
     try:

@@ -246,6 +246,17 @@ async def replay(
     )
 
 
+async def drop_shadow(settings: Settings, name: str) -> int:
+    """Delete a shadow namespace (a replay's preview); returns how many keys it had."""
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{settings.redis_namespace}~{name}:*", count=1000)]
+        await _delete(redis, keys)
+    finally:
+        await redis.aclose()
+    return len(keys)
+
+
 async def score_into_shadow(
     redis: aioredis.Redis,
     shadow_settings: Settings,

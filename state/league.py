@@ -64,12 +64,8 @@ for _, r in ipairs(batch.records) do
       end
       if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
         local held = ns .. ':badges:' .. r.p
-        if r.bg then
-          redis.call('HSETNX', held, r.t .. ':m', r.bg)
-          redis.call('HINCRBY', held, r.t, r.pts)
-        elseif redis.call('HEXISTS', held, r.t .. ':m') == 1 then
-          redis.call('HINCRBY', held, r.t, r.pts)
-        end
+        if r.bg then redis.call('HSETNX', held, r.t .. ':m', r.bg) end
+        if r.bg or redis.call('HEXISTS', held, r.t .. ':m') == 1 then redis.call('HINCRBY', held, r.t, r.pts) end
       end
       local recent = ns .. ':recent:' .. r.p
       redis.call('LPUSH', recent, r.n)

@@ -80,6 +80,10 @@ async def test_replay_into_a_shadow_then_activate_a_new_generation(stack: Stack,
     changed = {c["staff_id"]: c["shadow"] for c in shadow["changes"] if c["season"] == season}
     assert shadow_board == live_before | changed
 
+    dropped = stack.run_cli("replay", "--name", "same", "--drop")
+    assert dropped.returncode == 0 and "deleted" in dropped.stdout
+    assert not list(stack.redis.scan_iter(match=f"{stack.namespace}~same:*"))
+
     # 3. Activation: refused while the worker runs; then the boards swap at once.
     refused = stack.run_cli("replay", "--name", "richer", "--pack", str(richer), "--activate")
     assert refused.returncode == 2 and "the worker is running" in refused.stderr and "stop it" in refused.stderr

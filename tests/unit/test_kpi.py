@@ -113,10 +113,10 @@ def test_each_event_type_contributes_its_record() -> None:
     assert contribution is not None
     assert contribution.day == closed.occurred_at.astimezone(IST).date()
     assert contribution.field == f"e:{closed.event_id}"
-    at = int(closed.occurred_at.timestamp() * 1000)
+    at = int(closed.occurred_at.timestamp())
     data = EXAMPLES["jobcard.closed"]
     assert _record("jobcard.closed")[0] == "j"
-    assert _record("jobcard.closed")[4:] == [data["jobcard_id"], int(data["flawless"]), at, closed.event_id]
+    assert _record("jobcard.closed")[4:] == [data["jobcard_id"], int(data["flawless"]), at]
     assert _record("survey.csat")[:2] == ["c", EXAMPLES["survey.csat"]["rating"]]
     assert _record("survey.nps")[0] == "n"
     assert _record("sale.upsell")[:2] == ["u", str(EXAMPLES["sale.upsell"]["amount"])]
@@ -366,16 +366,16 @@ def test_a_month_cap_counts_each_day_after_its_day_cap(tmp_path: Path) -> None:
 
 
 def test_runs_follow_event_time_whatever_order_the_records_come_in() -> None:
-    """The most flawless job cards and five-star answers in a row, by event time (then event id): any
+    """The most flawless job cards and five-star answers in a row, by event time (then job card / event id): any
     other closing or rating ends a run; a survey answered again counts with its latest answer."""
     flags = [1, 1, 0, 1, 1, 1, 1, 0, 1]  # the longest run: 4
-    jobs = [["j", 30, 1, 1, f"JC-{n}", flag, 1000 * n, f"e{n}"] for n, flag in enumerate(flags)]
+    jobs = [["j", 30, 1, 1, f"JC-{n}", flag, n] for n, flag in enumerate(flags)]
     ratings = [5, 5, 5, 4, 5, 5]  # 3 in a row, then 2...
     answers = [["c", r, 1000 * n, f"c{n}", f"s{n}"] for n, r in enumerate(ratings)]
     answers.append(["c", 5, 1000 * 9, "c9", "s3"])  # ...until s3 is answered again with five stars: 6
     for order in (jobs + answers, list(reversed(jobs + answers)), jobs[::2] + answers[::-2] + jobs[1::2] + answers):
         kpis = summarize(order)
         assert (kpis["flawless_run"], kpis["five_star_run"]) == (4, 6)
-    tied = [["j", 30, 1, 1, "JC-a", 1, 5000, "e-b"], ["j", 30, 1, 1, "JC-b", 0, 5000, "e-a"]]
-    assert summarize([*tied, ["j", 30, 1, 1, "JC-c", 1, 6000, "e-c"]])["flawless_run"] == 2  # e-a, then e-b
+    tied = [["j", 30, 1, 1, "JC-b", 1, 5], ["j", 30, 1, 1, "JC-a", 0, 5]]
+    assert summarize([*tied, ["j", 30, 1, 1, "JC-c", 1, 6]])["flawless_run"] == 2  # JC-a, then JC-b
     assert summarize([])["flawless_run"] == 0

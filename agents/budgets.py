@@ -65,7 +65,7 @@ class Decision:
     @classmethod
     def decode(cls, text: str) -> Decision:
         flag, _, used = text.partition(":")
-        return cls(True) if flag == "g" else cls(False, int(used))
+        return cls(True) if flag in ("g", "G") else cls(False, int(used))  # G: a grant restored from the ledger
 
 
 class BudgetBook:

@@ -495,7 +495,7 @@ def _overlap(a: Rule, b: Rule) -> bool:
     return starts(a) < ends(b) and starts(b) < ends(a)
 
 
-def _rule(row: Located, lines: Mapping[int, int], badges: Mapping[str, Badge] | None = None) -> Rule:
+def _rule(row: Located, lines: Mapping[int, int], badges: Mapping[str, Badge]) -> Rule:
     item = row.value
     row.only(_RULE_KEYS)
     rule_id = item.get("id")
@@ -544,11 +544,11 @@ def _rule(row: Located, lines: Mapping[int, int], badges: Mapping[str, Badge] | 
     retracted_by = _retracted_by(row, label, on, item.get("retracted_by", []))
     caps = _caps(row, label, on, item.get("cap", {}))
     budget = _budget(row, label, on, item.get("budget"))
-    badge_id, badges = item.get("badge", ""), badges or {}
+    badge_id = item.get("badge", "")
     if not isinstance(badge_id, str):
         raise row.error(f"{label}: 'badge' must be the id of one badge of the pack's 'badges'")
     if badge_id and badge_id not in badges:
-        hint = difflib.get_close_matches(str(badge_id), sorted(badges), n=1)
+        hint = difflib.get_close_matches(badge_id, sorted(badges), n=1)
         defined = f" (did you mean {hint[0]}?)" if hint else f" (defined: {', '.join(sorted(badges)) or 'none'})"
         raise row.error(f"{label}: 'badge' {badge_id!r} is not in the pack's 'badges'{defined}")
     badge = badges.get(badge_id) if badge_id else None

@@ -358,9 +358,9 @@ class Scorer:
         self.metrics.ledger_gaps.inc()
         missing = await self._retry("ledger-read", partial(self._ledger_range, partition, start, end))
         await self._retry("league", partial(self.league.apply, missing))
-        restored = from_ledger(r.award for r in missing)  # Redis lost the subjects with the boards...
-        await self._retry("subjects", partial(self.subjects.save, restored))
-        await self._retry("budgets", partial(self.budgets.restore, [r.award for r in missing]))  # ...and budgets
+        entries = [r.award for r in missing]  # Redis lost the subjects and budgets with the boards
+        await self._retry("subjects", partial(self.subjects.save, from_ledger(entries)))
+        await self._retry("budgets", partial(self.budgets.restore, entries))
 
     async def _ledger_range(self, partition: int, start: int, end: int) -> list[LedgerRecord]:
         records = await self.read_range(self.topics.ledger, partition, start, end)

@@ -1,7 +1,9 @@
 """Spot-award budgets in Redis: one hash per (rule, giver, month), ``{ns}:budget:{rule}|{giver}|{month}``:
 
 - ``used`` -> the points granted from it so far;
-- ``e:{event_id}`` -> the decision on that event, ``g`` (granted) or ``r:{used when refused}``.
+- ``e:{event_id}`` -> the decision on that event: ``g`` (granted, counted whole in ``used``), ``G``
+  (granted, restored from the ledger: counted award by award) or ``r:{used when refused}``;
+- ``a:{award_id}`` -> 1: a restored grant's award already counted in ``used``.
 
 :data:`DECIDE_LUA` takes a batch's claims in one atomic call: an event decided before gets the same
 decision (a batch scored again after a crash changes nothing); a new one is granted if it fits in what
@@ -41,11 +43,22 @@ end
 return out
 """
 
+# Per ledger entry (ARGV after the ttl: event field, decision, award id, points): an event without a
+# decision gets the ledger's; a restored grant counts each of its awards once, whichever batch of the
+# ledger it comes in (a grant's awards, one per recipient, are keyed by person, so partitions apart),
+# and however often the ledger holds it. A grant decided live is already counted whole.
 RESTORE_LUA = """
 local key = KEYS[1]
-local used = tonumber(redis.call('HGET', key, 'used') or '0')
-if tonumber(ARGV[2]) > used then redis.call('HSET', key, 'used', ARGV[2]) end
-for i = 3, #ARGV, 2 do redis.call('HSETNX', key, ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 4 do
+  local known = redis.call('HGET', key, ARGV[i])
+  if not known then
+    known = ARGV[i + 1]
+    redis.call('HSET', key, ARGV[i], known)
+  end
+  if known == 'G' and redis.call('HSETNX', key, 'a:' .. ARGV[i + 2], 1) == 1 then
+    redis.call('HINCRBY', key, 'used', tonumber(ARGV[i + 3]))
+  end
+end
 redis.call('EXPIRE', key, tonumber(ARGV[1]))
 return 1
 """
@@ -80,35 +93,31 @@ class BudgetStore:
         return int(await self.redis.hget(self._key(pool), "used") or 0)
 
     async def restore(self, entries: Iterable[Award]) -> int:
-        """Put back the decisions the ledger holds (``pitstop rebuild``); returns how many events.
+        """Put back the decisions ledger entries hold (``pitstop rebuild``, the worker's ledger gap
+        replay), in any number of calls over the ledger's batches; returns how many events.
 
-        Decisions already in Redis stay; ``used`` becomes the larger of what Redis and the ledger say
-        (a grant decided but not yet on the ledger keeps counting).
+        Decisions already in Redis stay, and so does what they count: a grant decided but not yet on
+        the ledger keeps counting, one already counted is not counted again.
         """
-        pools: dict[str, dict[str, str]] = {}
-        totals: dict[str, int] = {}
-        for pool, event_id, decision, points in from_ledger(entries):
-            if pools.setdefault(pool, {}).setdefault(event_id, decision) == decision and decision == "g":
-                totals[pool] = totals.get(pool, 0) + points
-        for pool, events in pools.items():
-            args: list[str | int] = [self.ttl_s, totals.get(pool, 0)]
-            for event_id, decision in events.items():
-                args += [f"e:{event_id}", decision]
-            await self._restore(keys=[self._key(pool)], args=args)
-        return sum(len(e) for e in pools.values())
+        pools: dict[str, list[str | int]] = {}
+        events: set[str] = set()
+        for pool, event_id, decision, award_id, points in from_ledger(entries):
+            pools.setdefault(pool, []).extend([f"e:{event_id}", decision, award_id, points])
+            events.add(event_id)
+        for pool, args in pools.items():
+            await self._restore(keys=[self._key(pool)], args=[self.ttl_s, *args])
+        return len(events)
 
 
-def from_ledger(entries: Iterable[Award]) -> list[tuple[str, str, str, int]]:
-    """(pool, event id, stored decision, points) per ledger entry that took from a budget or was refused.
-
-    A grant's entries (one per recipient) each give the same decision and their points add up.
-    """
+def from_ledger(entries: Iterable[Award]) -> list[tuple[str, str, str, str, int]]:
+    """(pool, event id, decision to restore, award id, points) per ledger entry that took from a budget
+    or was refused. A grant's entries (one per recipient) give the same decision; their points add up."""
     found = []
     for a in entries:
         if a.kind == "award" and "budget_of" in a.inputs:
             pool = f"{a.rule_id}|{a.inputs['budget_of']}|{a.inputs['budget_month']}"
-            found.append((pool, a.event_id, "g", a.points))
+            found.append((pool, a.event_id, "G", a.award_id, a.points))
         elif a.kind == "refusal" and "budget_month" in a.inputs:
             pool = f"{a.rule_id}|{a.staff_id}|{a.inputs['budget_month']}"
-            found.append((pool, a.event_id, f"r:{a.inputs['budget_used']}", 0))
+            found.append((pool, a.event_id, f"r:{a.inputs['budget_used']}", a.award_id, 0))
     return found

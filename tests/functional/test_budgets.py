@@ -115,11 +115,12 @@ async def test_rebuild_restores_budgets_from_the_ledger(redis: aioredis.Redis, n
     await scorer.score(batch)
     ledger = _ledger(producer)
     pool = f"recognition.spot|S0015|{ledger[0].inputs['budget_month']}"
-    before = await redis.hgetall(f"{namespace}:budget:{pool}")
-    await redis.delete(f"{namespace}:budget:{pool}")  # Redis lost it
+    key = f"{namespace}:budget:{pool}"
+    before = await _decisions(redis, key)
+    await redis.delete(key)  # Redis lost it
     store = BudgetStore(redis, namespace)
     assert await store.restore(ledger) == 3
-    assert await redis.hgetall(f"{namespace}:budget:{pool}") == before
+    assert await _decisions(redis, key) == before  # the same points used, the same decision per event
     # a further recognition (the partition's next record) is refused as it would have been
     await scorer.score([_record(_recognition(9, 25), 3)])
     assert _ledger(producer)[-1].kind == "refusal"
@@ -147,3 +148,41 @@ async def test_redis_and_the_book_decide_alike(redis: aioredis.Redis, asks: list
     store = BudgetStore(redis, f"prop{uuid.uuid4().hex[:8]}")
     in_redis = [d for batch in (found[:10], found[10:]) for d in await store.decide(batch)]
     assert in_redis == BudgetBook().decide(found)
+
+
+async def _decisions(redis: aioredis.Redis, key: str) -> tuple[int, dict[str, Decision]]:
+    """(points used, event -> decision) of a budget pool, however the decisions are stored."""
+    fields = {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}
+    events = {name[2:]: Decision.decode(value) for name, value in fields.items() if name.startswith("e:")}
+    return int(fields.get("used", 0)), events
+
+
+async def test_a_restore_in_batches_counts_each_award_once(redis: aioredis.Redis, namespace: str) -> None:
+    """A rebuild reads the ledger in batches: a recognition of two people has its two awards (keyed by
+    person) in different ones, and a record the ledger holds twice comes twice. Each award counts once,
+    whatever the batches; over decisions taken live, nothing counts again."""
+    two = _recent("recognition.given", "rc-two") | {
+        "recognition_id": "RC-two",
+        "points": 20,
+        "people": [{"staff_id": "S0001", "role": "technician"}, {"staff_id": "S0002", "role": "technician"}],
+    }
+    producer = RecordingProducer()
+    scorer, _ = _scorer(redis, namespace, producer)
+    await scorer.score([_record(two, 0), _record(_recognition(1, 30), 1), _record(_recognition(2, 15), 2)])
+    ledger = _ledger(producer)
+    assert [(a.event_id, a.staff_id, a.points) for a in ledger] == [
+        ("rc-two", "S0001", 20),
+        ("rc-two", "S0002", 20),
+        ("rc-1", "S0001", 30),
+        ("rc-2", "S0001", 15),
+    ]
+    key = f"{namespace}:budget:recognition.spot|S0015|{ledger[0].inputs['budget_month']}"
+    live = await _decisions(redis, key)
+    assert live[0] == 85
+    store = BudgetStore(redis, namespace)
+    await store.restore(ledger)  # over the live decisions: nothing counts twice
+    assert await _decisions(redis, key) == live
+    await redis.delete(key)
+    for batch in ([ledger[0], ledger[2]], [ledger[2], ledger[1]], [ledger[3], ledger[0]]):  # split, repeated
+        await store.restore(batch)
+    assert await _decisions(redis, key) == live

@@ -151,7 +151,7 @@ def test_a_grant_records_the_budget_on_each_award(directory: Directory, tmp_path
         "budget_month": "2026-11",
         "budget": 100,
     }
-    assert from_ledger([award]) == [("recognition.spot|S0015|2026-11", "rec-3101", "g", 25)]
+    assert from_ledger([award]) == [("recognition.spot|S0015|2026-11", "rec-3101", "G", award.award_id, 25)]
 
 
 def test_an_over_budget_recognition_becomes_one_refusal_for_the_giver(directory: Directory, tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_an_over_budget_recognition_becomes_one_refusal_for_the_giver(directory:
         "recipients": ["S0001"],
     }
     assert boards_for(entry) == []  # on no board: the giver is not competing
-    assert from_ledger([entry]) == [("recognition.spot|S0015|2026-11", "rec-3101", "r:80", 0)]
+    assert from_ledger([entry]) == [("recognition.spot|S0015|2026-11", "rec-3101", "r:80", entry.award_id, 0)]
 
 
 def test_the_book_grants_in_order_until_the_budget_runs_out_and_remembers(directory: Directory, tmp_path: Path) -> None:
@@ -194,6 +194,7 @@ def test_the_book_grants_in_order_until_the_budget_runs_out_and_remembers(direct
 @pytest.mark.parametrize("decision", [Decision(True), Decision(False, 0), Decision(False, 1995)])
 def test_a_decision_is_stored_as_text_and_read_back(decision: Decision) -> None:
     assert Decision.decode(decision.encode()) == decision
+    assert Decision.decode("G") == Decision(True)  # a grant restored from the ledger
 
 
 def test_a_pack_without_budgets_makes_no_claims(directory: Directory, tmp_path: Path) -> None:

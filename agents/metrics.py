@@ -34,6 +34,11 @@ class WorkerMetrics:
     corrections: Counter
     stream_time: Gauge
     refusals: Counter
+    sla_alerts: Counter
+    sla_alert_delay: Histogram
+    sla_alerts_applied: Counter
+    notifications: Counter
+    notifications_queued: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -149,6 +154,38 @@ class WorkerMetrics:
                 "pitstop_spot_awards_refused_total",
                 "Recognitions refused whole (over the giver's monthly budget, or the giver may not give), by rule",
                 ["rule"],
+                registry=registry,
+            ),
+            sla_alerts=Counter(
+                "pitstop_sla_alerts_total",
+                "SLA alerts fired (sla.near_breach, sla.breach, sla.clear) by clock and by what showed them "
+                "(an event, or the leader's timer)",
+                ["kind", "clock", "source"],
+                registry=registry,
+            ),
+            sla_alert_delay=Histogram(
+                "pitstop_sla_alert_delay_seconds",
+                "From the moment an alert was due (near-breach point or deadline) to when it was fired",
+                ["kind"],
+                buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+                registry=registry,
+            ),
+            sla_alerts_applied=Counter(
+                "pitstop_sla_alerts_applied_total",
+                "SLA alerts read from sla-alerts by outcome: new (applied to the alert list), repeat (seen before)",
+                ["outcome"],
+                registry=registry,
+            ),
+            notifications=Counter(
+                "pitstop_notifications_total",
+                "Notification delivery outcomes by channel: sent, retried, rate_limited, dead_letter",
+                ["channel", "outcome"],
+                registry=registry,
+            ),
+            notifications_queued=Counter(
+                "pitstop_notifications_queued_total",
+                "Notification deliveries queued, by message kind",
+                ["kind"],
                 registry=registry,
             ),
             stream_time=Gauge(

@@ -41,18 +41,26 @@ from redis.exceptions import RedisError
 from agents.budgets import claims as budget_claims
 from agents.budgets import settle as settle_budgets
 from agents.metrics import WorkerMetrics
+from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award
+from agents.sla import decode_alerts
+from agents.sla import plan as plan_sla
 from agents.windows import KpiWindows, WindowStep
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
+from config.notifications import Notifications, load_notifications
 from config.settings import Settings
+from config.sla import SlaPolicy, load_sla_policy
 from state import workers
+from state.alerts import AlertBoard
 from state.budgets import BudgetStore
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
 from state.league import League, LedgerRecord
+from state.notify import NotifyQueue
+from state.sla import SlaStore
 from state.subjects import SubjectStore, from_ledger
 from streams.events import scrub_key, scrub_payload
 from streams.topics import Topics, committed_offsets, read_partition
@@ -104,6 +112,8 @@ class Scorer:
         directory: Directory,
         metrics: WorkerMetrics,
         redis: aioredis.Redis,
+        sla_policy: SlaPolicy | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -118,6 +128,12 @@ class Scorer:
         self.subjects = SubjectStore(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.budgets = BudgetStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
         self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
+        # SLA clocks and alerts (None in a replay: alerts are operational, not part of the ledger)
+        self.sla_policy = sla_policy
+        self.notifications = notifications
+        self.sla = SlaStore(redis, settings.redis_namespace, settings.subject_ttl_s)
+        self.alert_board = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
+        self.notify_queue = NotifyQueue(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.windows = KpiWindows(
             self.kpi,
             directory,
@@ -149,6 +165,9 @@ class Scorer:
             max_event_bytes=self.settings.max_event_bytes,
             max_future_skew=self.max_future_skew,
         )
+        # SLA clocks this batch starts or stops, and the alerts its events show (kept in an outbox)
+        ops = plan_sla(decoded, self.sla_policy, self.directory) if self.sla_policy else []
+        alerts = await self._retry("sla", lambda: self.sla.observe(ops, int(time.time() * 1000))) if ops else []
         event_ids = [event.event_id for _, event in decoded]
         already = await self._retry("dedup", lambda: self.seen.seen(event_ids))
         pack = self.pack  # one pack for the whole batch, even if a reload lands meanwhile
@@ -165,8 +184,9 @@ class Scorer:
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
         outbox = await self._retry("kpi", self.kpi.outbox)
 
-        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step))
+        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts))
         await self._retry("kpi", lambda: self.kpi.clear_outbox(outbox))
+        await self._alerts_produced(alerts)
         # After the ledger has them (a retraction is never remembered without its ledger record), before
         # the seen marks (an event scored again after a crash finds its subject as it left it, or older).
         changed = {key: subjects[key] for key in result.changed_subjects}
@@ -253,9 +273,15 @@ class Scorer:
         pack: RulePack,
         outbox: Mapping[str, bytes] | None = None,
         step: WindowStep | None = None,
+        alerts: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         producer = self.app.producer
         pending: list[Awaitable[Any]] = []
+        for alert in alerts:  # SLA alerts shown by this batch's events
+            body = orjson.dumps(alert)
+            pending.append(
+                await producer.send(self.topics.sla_alerts, str(alert["centre_id"]).encode(), body, None, None, None)
+            )
         for entry in (outbox or {}).values():  # window awards and corrections (see agents.windows)
             staff_id = str(orjson.loads(entry)["staff_id"]).encode()
             headers = [("rule.pack", f"{pack.name}:{pack.version}".encode())]
@@ -313,6 +339,67 @@ class Scorer:
         )
         self.pack = pack
         return True
+
+    # --- SLA alerts -> alert list, notifications ---------------------------------------------
+
+    async def sla_tick(self) -> None:
+        """The leader's timer: fire the SLA alerts now due for items no event has shown, produce them."""
+        fired = await self._retry("sla", lambda: self.sla.tick(int(time.time() * 1000)))
+        if fired:
+            await self._retry("sla", lambda: self._produce((), (), self.pack, alerts=fired))
+            await self._alerts_produced(fired)
+
+    async def _alerts_produced(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        if not alerts:
+            return
+        await self._retry("sla", lambda: self.sla.produced([str(a["alert_id"]) for a in alerts]))
+        now_ms = time.time() * 1000
+        for alert in alerts:
+            self.metrics.sla_alerts.labels(alert["type"], alert.get("clock", ""), alert["source"]).inc()
+            if alert["type"] != "sla.clear":
+                delay = max(0.0, (now_ms - float(alert["deadline_ms"])) / 1000)
+                self.metrics.sla_alert_delay.labels(alert["type"]).observe(delay)
+
+    async def apply_alerts(self, values: Sequence[bytes | None]) -> None:
+        """One batch read from sla-alerts: onto the manager alert list, and its notifications queued, once."""
+        alerts, bad = decode_alerts(values)
+        if bad:
+            log.error("%d unreadable sla-alerts records skipped", bad)
+        if not alerts:
+            return
+        items = (
+            plan_alerts(alerts, self.notifications, self.directory) if self.notifications else [(a, []) for a in alerts]
+        )
+        applied = await self._retry("alerts", lambda: self.alert_board.apply(items, int(time.time() * 1000)))
+        self.metrics.sla_alerts_applied.labels("new").inc(applied)
+        self.metrics.sla_alerts_applied.labels("repeat").inc(len(alerts) - applied)
+        for _, deliveries in items:
+            for delivery in deliveries:
+                self.metrics.notifications_queued.labels(delivery["kind"]).inc()
+
+    async def dead_letter_delivery(self, job: Mapping[str, Any], reason: str, tries: int) -> None:
+        """A delivery that failed for good, onto notification-dead-letters (with why and how often)."""
+        headers = [
+            ("channel", str(job["channel"]).encode()),
+            ("error", reason[:500].encode()),
+            ("tries", str(tries).encode()),
+        ]
+
+        async def produce() -> None:
+            sent = await self.app.producer.send(
+                self.topics.notification_dead_letters,
+                str(job["recipient"]).encode(),
+                orjson.dumps(job),
+                None,
+                None,
+                headers,
+            )
+            await sent
+
+        await self._retry("notify-dlq", produce)
+
+    def notification_outcome(self, channel: str, outcome: str) -> None:
+        self.metrics.notifications.labels(channel, outcome).inc()
 
     # --- ledger -> league -------------------------------------------------------------------
 
@@ -408,13 +495,25 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     """Create the app and register both agents; configuration errors surface here, before any I/O."""
     pack = load_rule_pack(settings.rules_path)
     directory = load_directory(settings.directory_path)
+    sla_policy = load_sla_policy(settings.sla_path)
+    notifications = load_notifications(settings.notifications_path)
     app = create_app(settings)
     metrics = WorkerMetrics.create(registry or CollectorRegistry())
     redis = aioredis.from_url(settings.redis_url)
-    scorer = Scorer(app, settings, pack=pack, directory=directory, metrics=metrics, redis=redis)
+    scorer = Scorer(
+        app,
+        settings,
+        pack=pack,
+        directory=directory,
+        metrics=metrics,
+        redis=redis,
+        sla_policy=sla_policy,
+        notifications=notifications,
+    )
     topics = scorer.topics
     source_topic = app.topic(*topics.sources, value_serializer="raw", key_serializer="raw")
     ledger_topic = app.topic(topics.ledger, value_serializer="raw", key_serializer="raw")
+    alerts_topic = app.topic(topics.sla_alerts, value_serializer="raw", key_serializer="raw")
     size, within = settings.batch_size, settings.batch_within_s
 
     @app.on_partitions_assigned.connect
@@ -445,12 +544,38 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     async def reload_pack() -> None:
         scorer.reload_pack()
 
+    # One worker (Faust's leader) fires the SLA alerts due for items that get no further events. Alert
+    # ids make a second firing (a new leader after a rebalance, a restart) the same alert at every sink.
+    @app.timer(settings.sla_tick_s, on_leader=True)  # type: ignore[untyped-decorator]
+    async def sla_tick() -> None:
+        await scorer.sla_tick()
+
+    if notifications.routes:
+        dispatcher = Dispatcher(
+            scorer.notify_queue,
+            notifications,
+            scorer.dead_letter_delivery,
+            outcome=scorer.notification_outcome,
+        )
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def deliver() -> None:  # every worker sends; leases keep one delivery to one sender
+            await dispatcher.run()
+
     @app.agent(source_topic, name="score")
     async def score(stream: Any) -> None:
         manual = stream.noack()  # noack_take alone restores auto-acks on exit; the clone never auto-acks
         async for events in manual.noack_take(size, within=within):
             await scorer.score([_source_record(e) for e in events])
             for event in events:  # in offset order, only once the effects are durable
+                await manual.ack(event)
+
+    @app.agent(alerts_topic, name="alerts")
+    async def alerts(stream: Any) -> None:
+        manual = stream.noack()
+        async for events in manual.noack_take(size, within=within):
+            await scorer.apply_alerts([e.message.value for e in events])
+            for event in events:
                 await manual.ack(event)
 
     @app.agent(ledger_topic, name="project")

@@ -22,7 +22,11 @@ CENTRE_FIELDS = ("id", "name", "region", "state", "timezone")
 STAFF_FIELDS = ("id", "name", "role", "centre")
 # Optional: groups a rule can exclude (a YAML list, or "a;b" in CSV), and a suspension by event time.
 # And a monthly spot-award budget in points, overriding the budget of the rules a person gives through.
-STAFF_OPTIONAL = ("groups", "suspended_from", "suspended_to", "spot_budget")
+# And where notifications reach a person (agents.notify): an e-mail address and a phone number (SMS and
+# WhatsApp), both optional.
+STAFF_OPTIONAL = ("groups", "suspended_from", "suspended_to", "spot_budget", "email", "phone")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # E.164
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,8 @@ class Staff:
     suspended_from: datetime | None = None  # events at or after this time earn this person nothing...
     suspended_to: datetime | None = None  # ...until this time (open-ended when unset)
     spot_budget: int | None = None  # points this person may give per month (instead of the rule's budget)
+    email: str | None = None
+    phone: str | None = None  # E.164, e.g. +919800000000
 
     def suspended_at(self, occurred_at: datetime) -> bool:
         """Whether the person was suspended at an event's time (read from the event, so a replay agrees)."""
@@ -64,6 +70,10 @@ class Directory:
 
     def person(self, staff_id: str) -> Staff | None:
         return self.staff.get(staff_id)
+
+    def managers_of(self, centre_id: str) -> list[Staff]:
+        """The people with the manager role at a centre."""
+        return [s for s in self.staff.values() if s.centre_id == centre_id and s.role == "manager"]
 
     def __repr__(self) -> str:
         return f"<Directory {len(self.centres)} centres, {len(self.staff)} staff>"
@@ -150,6 +160,20 @@ def _staff(row: Located) -> Staff:
         not isinstance(spot_budget, int) or isinstance(spot_budget, bool) or not 0 <= spot_budget <= 10_000_000
     ):
         raise row.error("'spot_budget' must be a whole number of points from 0 to 10000000 (per month)")
+    email, phone = row.value.get("email"), row.value.get("phone")
+    if email is not None and not (isinstance(email, str) and _EMAIL.match(email)):
+        raise row.error(f"'email' {email!r} is not an e-mail address")
+    if phone is not None and not (isinstance(phone, str) and _PHONE.match(phone)):
+        raise row.error(f"'phone' {phone!r} is not a phone number in E.164 form (+ country code, digits)")
     return Staff(
-        v["id"], v["name"], v["role"], v["centre"], frozenset(raw_groups), suspended_from, suspended_to, spot_budget
+        v["id"],
+        v["name"],
+        v["role"],
+        v["centre"],
+        frozenset(raw_groups),
+        suspended_from,
+        suspended_to,
+        spot_budget,
+        email,
+        phone,
     )

@@ -18,6 +18,8 @@ CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_DIRECTORY = CONFIG_DIR / "demo" / "directory.yaml"
 DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yaml"
 DEFAULT_PROGRAMME = CONFIG_DIR / "programmes" / "default.yaml"
+DEFAULT_SLA = CONFIG_DIR / "sla" / "default.yaml"
+DEFAULT_NOTIFICATIONS = CONFIG_DIR / "notifications" / "default.yaml"
 
 T = TypeVar("T")
 
@@ -33,6 +35,9 @@ class Settings:
     directory_path: Path = DEFAULT_DIRECTORY
     rules_path: Path = DEFAULT_RULES
     programme_path: Path = DEFAULT_PROGRAMME  # tiers and contests (config/programme.py)
+    sla_path: Path = DEFAULT_SLA  # SLA policies, business hours, holidays (config/sla.py)
+    notifications_path: Path = DEFAULT_NOTIFICATIONS  # channels and routes (config/notifications.py)
+    sla_tick_s: float = 1.0  # how often the leader fires SLA alerts that are due (and digests)
     topic_prefix: str = ""
     redis_namespace: str = "pitstop"
     # The ledger generation in use ("" for the first): read from the broker's ledger-generations topic
@@ -88,6 +93,9 @@ class Settings:
             directory_path=get("DIRECTORY", d.directory_path, _existing_path),
             rules_path=get("RULES", d.rules_path, _existing_path),
             programme_path=get("PROGRAMME", d.programme_path, _existing_path),
+            sla_path=get("SLA", d.sla_path, _existing_path),
+            notifications_path=get("NOTIFICATIONS", d.notifications_path, _existing_path),
+            sla_tick_s=get("SLA_TICK_S", d.sla_tick_s, _float_between(0.1, 60)),
             topic_prefix=get("TOPIC_PREFIX", d.topic_prefix, _name),
             redis_namespace=get("REDIS_NAMESPACE", d.redis_namespace, _name),
             topic_partitions=get("TOPIC_PARTITIONS", d.topic_partitions, _int_between(1, 1024)),

@@ -7,7 +7,9 @@ pushes, per connected client:
 - kiosk: a snapshot of its centre's board for the current season, then sequenced deltas, at most
   ``push_hz`` per second;
 - technician: its own award notifications, each with its "why", and the badges it holds (again after
-  each notification that may earn or take back a badge).
+  each notification that may earn or take back a badge);
+- manager: the open SLA alerts of the centres of its region, then each new alert and clear as it
+  comes (``{ns}:sla-alerts``, published once per alert id by state.alerts).
 
 Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. Each client has a one-slot,
 latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a client
@@ -42,6 +44,7 @@ from config.directory import Directory
 from config.settings import Settings
 from dashboards.feed import BoardFeed, Delta
 from dashboards.tokens import Claims, TokenError, verify_token
+from state.alerts import AlertBoard
 from state.badges import summarize_badges
 from state.league import League, board_key
 
@@ -126,6 +129,8 @@ class Gateway:
         self.feeds: dict[str, BoardFeed] = {}
         self.board_clients: dict[str, set[Client]] = {}
         self.staff_clients: dict[str, set[Client]] = {}
+        self.manager_clients: set[Client] = set()
+        self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,7 +194,12 @@ class Gateway:
             return _response(HTTPStatus.OK, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path == "/healthz":
             return _response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
-        pages = {"/": "kiosk.html", "/kiosk": "kiosk.html", "/technician": "technician.html"}
+        pages = {
+            "/": "kiosk.html",
+            "/kiosk": "kiosk.html",
+            "/technician": "technician.html",
+            "/manager": "manager.html",
+        }
         name = pages.get(path) or (path.removeprefix("/static/") if path.startswith("/static/") else None)
         if name is not None and "/" not in name and (STATIC / name).is_file():
             body = (STATIC / name).read_bytes()
@@ -314,6 +324,9 @@ class Gateway:
             recent = await self.league.recent_awards(claims.subject, 20)
             client.offer({"type": "recent", "awards": recent})
             client.offer(await self._badges_message(claims.subject))
+        elif claims.kind == "manager":
+            self.manager_clients.add(client)
+            client.offer(await self._alerts_message(client))
 
     def _unsubscribe(self, client: Client) -> None:
         if client.board is not None:
@@ -324,11 +337,28 @@ class Gateway:
                 self.feeds.pop(client.board, None)
         if client.claims.kind == "technician":
             self.staff_clients.get(client.claims.subject, set()).discard(client)
+        self.manager_clients.discard(client)
 
     def _centre_board(self, centre_id: str) -> str:
         centre = self.directory.centres[centre_id]
         season = datetime.fromtimestamp(self.clock(), UTC).astimezone(centre.timezone).strftime("%Y-%m")
         return board_key(season, "centre", centre_id)
+
+    def _manager_centres(self, client: Client) -> set[str]:
+        """The centres a manager token covers: those of its region."""
+        region = client.claims.subject
+        return {c.id for c in self.directory.centres.values() if c.region == region}
+
+    async def _alerts_message(self, client: Client) -> dict[str, Any]:
+        centres = self._manager_centres(client)
+        active = [a for a in await self.alerts.active() if a.get("centre_id") in centres]
+        recent = [a for a in await self.alerts.recent(200) if a.get("centre_id") in centres][:50]
+        return {"type": "alerts", "region": client.claims.subject, "alerts": active, "recent": recent}
+
+    def _on_alert(self, alert: dict[str, Any]) -> None:
+        for client in list(self.manager_clients):
+            if alert.get("centre_id") in self._manager_centres(client):
+                client.offer({"type": "alert", "alert": alert})
 
     async def _send_snapshot(self, client: Client, board: str) -> None:
         feed = self.feeds.setdefault(board, BoardFeed(board))
@@ -380,12 +410,12 @@ class Gateway:
 
     async def _follow_changes(self) -> None:
         ns = self.settings.redis_namespace
-        changes, awards = f"{ns}:board-changes", f"{ns}:awards"
+        changes, awards, alerts = f"{ns}:board-changes", f"{ns}:awards", f"{ns}:sla-alerts"
         delay = 0.1
         while not self._stopping.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(changes, awards)
+                await pubsub.subscribe(changes, awards, alerts)
                 await self._resnapshot_all()  # anything missed while (re)connecting
                 delay = 0.1
                 # get_message with a timeout, not listen(): a task blocked in redis-py's listen() can
@@ -398,6 +428,8 @@ class Gateway:
                     data = orjson.loads(message["data"])
                     if channel == changes:
                         await self._on_board_change(data)
+                    elif channel == alerts:
+                        self._on_alert(data)
                     else:
                         await self._on_award(data)
             except (RedisError, OSError) as exc:
@@ -441,6 +473,8 @@ class Gateway:
     async def _resnapshot_all(self) -> None:
         for board in list(self.board_clients):
             await self._resnapshot(board)
+        for client in list(self.manager_clients):  # alerts missed while (re)connecting
+            client.offer(await self._alerts_message(client))
 
     async def _tick(self) -> None:
         """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
@@ -457,7 +491,7 @@ class Gateway:
             now = self.clock()
             if now - last_heartbeat >= HEARTBEAT_S:
                 last_heartbeat = now
-                for clients in list(self.board_clients.values()) + list(self.staff_clients.values()):
+                for clients in [*self.board_clients.values(), *self.staff_clients.values(), self.manager_clients]:
                     for client in clients:
                         client.offer({"type": "heartbeat", "t": int(now * 1000)})
             if now - last_season_check >= 10.0:

@@ -31,6 +31,8 @@ GENERATIONS = "ledger-generations"
 GENERATION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 DEAD_LETTERS = "dead-letters"
 LATE_EVENTS = "late-events"  # events that arrived after their day's KPI windows had closed
+SLA_ALERTS = "sla-alerts"  # near-breach, breach and clear alerts (agents.sla), keyed by centre
+NOTIFICATION_DEAD_LETTERS = "notification-dead-letters"  # deliveries that failed for good (agents.notify)
 SOURCES = tuple(FAMILY_TOPICS.values())  # jobcards, tickets, surveys, sales, recognitions
 DLQ_RETENTION_MS = 90 * 24 * 3600 * 1000
 LEDGER_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}  # every generation is kept forever
@@ -64,6 +66,14 @@ class Topics:
     def late_events(self) -> str:
         return self.name(LATE_EVENTS)
 
+    @property
+    def sla_alerts(self) -> str:
+        return self.name(SLA_ALERTS)
+
+    @property
+    def notification_dead_letters(self) -> str:
+        return self.name(NOTIFICATION_DEAD_LETTERS)
+
     def family_of(self, topic: str) -> str | None:
         """The event family a source topic carries (``jobcards`` -> ``jobcard``)."""
         base = topic[len(self.prefix) :] if self.prefix and topic.startswith(self.prefix) else topic
@@ -78,7 +88,8 @@ class Topics:
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
-    """Create the source, ledger, dead-letter and late-event topics if they do not exist (idempotent)."""
+    """Create the source, ledger, dead-letter, late-event, SLA-alert and notification dead-letter topics if
+    they do not exist (idempotent)."""
     topics = Topics.from_settings(settings)
     n = settings.topic_partitions
     wanted = [NewTopic(name, n, 1) for name in topics.sources]
@@ -86,6 +97,9 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
     wanted.append(NewTopic(topics.generations, 1, 1, topic_configs={"cleanup.policy": "compact"}))
     wanted.append(NewTopic(topics.dead_letters, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
     wanted.append(NewTopic(topics.late_events, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
+    wanted.append(NewTopic(topics.sla_alerts, n, 1, topic_configs={"retention.ms": str(DLQ_RETENTION_MS)}))
+    retention = {"retention.ms": str(DLQ_RETENTION_MS)}
+    wanted.append(NewTopic(topics.notification_dead_letters, n, 1, topic_configs=retention))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)

@@ -116,7 +116,7 @@ async def test_score_sends_awards_and_dead_letters_then_marks_seen(redis: aiored
     ]
     headers = dict(producer.on("points-ledger")[0][3])
     assert headers["event.topic"] == b"jobcards" and headers["event.offset"] == b"0"
-    assert headers["rule.pack"] == b"pitstop-default:1"
+    assert headers["rule.pack"] == b"pitstop-default:2"
     (dead,) = producer.on("dead-letters")
     assert dead[2] == b"\x00garbage" and dict(dead[3])["error.kind"] == b"not_json"
     assert await redis.exists(f"{namespace}:seen:jc-1") == 1
@@ -266,14 +266,14 @@ async def test_rule_pack_reloads_when_valid_and_the_running_pack_stays_when_not(
     with caplog.at_level(logging.ERROR, logger="pitstop.worker"):
         assert scorer.reload_pack() is False
     assert f"{pack_file}:57: rule survey.csat_five_star: 'points': unknown fact 'twenty'" in caplog.text
-    assert "still serving pitstop-default v1" in caplog.text
+    assert "still serving pitstop-default v2" in caplog.text
     await scorer.score([_record(_recent("survey.csat", "sv-reload-1"), 0)])
     assert {Award.from_ledger(v).points for _, _, v, _ in producer.on("points-ledger") if v} == {25}
 
     better = (
         DEFAULT_RULES.read_text(encoding="utf-8")
         .replace("points: 25", "points: 40")
-        .replace("version: 1\nrules:", "version: 2\nrules:")
+        .replace("version: 2\nrules:", "version: 3\nrules:")
     )
     pack_file.write_text(better, encoding="utf-8")
     os.utime(pack_file, ns=(2, 2))
@@ -282,8 +282,8 @@ async def test_rule_pack_reloads_when_valid_and_the_running_pack_stays_when_not(
     await scorer.score([_record(second, 1)])
     sent = producer.on("points-ledger")
     assert {
-        Award.from_ledger(v).points for _, _, v, h in sent if v and dict(h)["rule.pack"] == b"pitstop-default:2"
+        Award.from_ledger(v).points for _, _, v, h in sent if v and dict(h)["rule.pack"] == b"pitstop-default:3"
     } == {40}
     assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "refused"}) == 1
     assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "loaded"}) == 1
-    assert registry.get_sample_value("pitstop_rule_pack_version", {"pack": "pitstop-default"}) == 2
+    assert registry.get_sample_value("pitstop_rule_pack_version", {"pack": "pitstop-default"}) == 3

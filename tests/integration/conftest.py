@@ -9,6 +9,7 @@ uses a running one. Each test module gets its own topic prefix, Redis namespace 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -196,11 +197,14 @@ def _metric(port: int, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-@pytest.fixture(scope="module")
-def stack(broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(
+    broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A worker and a gateway with their own topic prefix and Redis namespace; ``env`` adds settings."""
     run = uuid.uuid4().hex[:8]
     logs = tmp_path_factory.mktemp(f"stack-{run}")
-    env = {
+    full_env = {
         **os.environ,
         "PITSTOP_BROKER": broker.url,
         "PITSTOP_REDIS_URL": redis_service.url,
@@ -212,15 +216,16 @@ def stack(broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempP
         "PITSTOP_TOKEN_SECRET": SECRET,
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(ROOT),
+        **(env or {}),
     }
     stack = Stack(
         broker,
         redis_service.url,
-        env,
+        full_env,
         Topics(f"t{run}."),
         f"t{run}",
-        int(env["PITSTOP_GATEWAY_PORT"]),
-        int(env["PITSTOP_WORKER_METRICS_PORT"]),
+        int(full_env["PITSTOP_GATEWAY_PORT"]),
+        int(full_env["PITSTOP_WORKER_METRICS_PORT"]),
     )
     try:
         for name in ("worker", "gateway"):
@@ -236,3 +241,9 @@ def stack(broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempP
                 process.wait(seconds(20))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(broker: Broker, redis_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(broker, redis_service, tmp_path_factory) as running:
+        yield running

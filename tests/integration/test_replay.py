@@ -70,7 +70,7 @@ async def test_replay_into_a_shadow_then_activate_a_new_generation(stack: Stack,
 
     # 2. A pack paying twice for five stars: shadow boards, live ones untouched.
     richer = tmp_path / "richer.yaml"
-    text = DEFAULT_RULES.read_text(encoding="utf-8").replace("version: 1\nrules:", "version: 2\nrules:", 1)
+    text = DEFAULT_RULES.read_text(encoding="utf-8").replace("version: 2\nrules:", "version: 3\nrules:", 1)
     richer.write_text(text.replace("when: {rating: 5}\n    points: 25", "when: {rating: 5}\n    points: 50"))
     shadow = _replay(stack, "--name", "richer", "--pack", str(richer))
     assert shadow["matches_live"] is False and shadow["changes"]

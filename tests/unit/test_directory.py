@@ -95,10 +95,22 @@ def test_small_yaml_directory_loads(tmp_path: Path) -> None:
             CENTRES + STAFF + "- {id: S3, role: technician, centre: C01}\n", 7, "missing field 'name'", id="missing"
         ),
         pytest.param(
-            CENTRES + STAFF + "- {id: S3, name: Zoya, role: technician, centre: C01, phone: x}\n",
+            CENTRES + STAFF + "- {id: S3, name: Zoya, role: technician, centre: C01, salary: x}\n",
             7,
-            "unknown field(s): phone",
+            "unknown field(s): salary",
             id="unknown-field",
+        ),
+        pytest.param(
+            CENTRES + STAFF + "- {id: S3, name: Zoya, role: technician, centre: C01, phone: '98000 00012'}\n",
+            7,
+            "'phone' '98000 00012' is not a phone number in E.164 form (+ country code, digits)",
+            id="phone-not-e164",
+        ),
+        pytest.param(
+            CENTRES + STAFF + "- {id: S3, name: Zoya, role: technician, centre: C01, email: zoya-at-example}\n",
+            7,
+            "'email' 'zoya-at-example' is not an e-mail address",
+            id="bad-email",
         ),
         pytest.param(
             CENTRES + STAFF + "- {id: 'S 3', name: Zoya, role: technician, centre: C01}\n",
@@ -180,10 +192,10 @@ def test_csv_folder_loads(tmp_path: Path) -> None:
         ),
         pytest.param(
             CENTRES_CSV,
-            STAFF_CSV.replace("centre\n", "centre,phone\n", 1),
+            STAFF_CSV.replace("centre\n", "centre,salary\n", 1),
             "staff.csv",
             1,
-            "unknown column(s): phone",
+            "unknown column(s): salary",
             id="unknown-column",
         ),
         pytest.param(

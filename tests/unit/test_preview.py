@@ -43,7 +43,7 @@ def test_the_same_pack_changes_nothing(pack: RulePack, directory: Directory) -> 
 def test_a_richer_five_star_rule_moves_points_and_ranks(tmp_path: Path, pack: RulePack, directory: Directory) -> None:
     """Doubling the five-star points changes exactly the people with five-star awards, by their count x 25."""
     richer = tmp_path / "richer.yaml"
-    text = DEFAULT_RULES.read_text(encoding="utf-8").replace("version: 1\nrules:", "version: 2\nrules:", 1)
+    text = DEFAULT_RULES.read_text(encoding="utf-8").replace("version: 2\nrules:", "version: 3\nrules:", 1)
     richer.write_text(text.replace("when: {rating: 5}\n    points: 25", "when: {rating: 5}\n    points: 50"))
     new = load_rule_pack(richer)
     decoded = decode_sources(_records(directory, 1500), Topics())
@@ -55,7 +55,7 @@ def test_a_richer_five_star_rule_moves_points_and_ranks(tmp_path: Path, pack: Ru
     assert all(p.delta % 25 == 0 and p.delta > 0 for p in diff.changed() if p.delta)
     assert any(p.old_rank != p.new_rank for p in diff.changed())
     body = diff.to_json()
-    assert (body["old_pack"], body["new_pack"]) == ("pitstop-default v1", "pitstop-default v2")
+    assert (body["old_pack"], body["new_pack"]) == ("pitstop-default v2", "pitstop-default v3")
     assert body["points_new"] - body["points_old"] == five_star.old_points
     table = render(diff, limit=5)
     assert "survey.csat_five_star" in table and "more (--limit, or --json for all)" in table

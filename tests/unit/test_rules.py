@@ -58,9 +58,8 @@ def facts_of(event_type: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_default_pack_loads(pack: RulePack) -> None:
-    """The default pack has its name, version 1 and 19 rules (3 on KPI windows) with unique ids and known
-    types and roles."""
-    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 1, 20)
+    """The default pack has its name, version 2 and 22 rules with unique ids and known types and roles."""
+    assert (pack.name, pack.version, len(pack.rules)) == ("pitstop-default", 2, 22)
     assert [(b.id, b.name) for b in pack.badges] == [
         ("csat-star", "CSAT star"),
         ("zero-comebacks", "Zero comebacks"),
@@ -73,7 +72,7 @@ def test_default_pack_loads(pack: RulePack) -> None:
         "kpi.flawless_five": "flawless-five",
         "kpi.sla_keeper": "sla-keeper",
     }
-    assert len({r.id for r in pack.rules}) == 20
+    assert len({r.id for r in pack.rules}) == 22
     assert all((r.on in EVENT_TYPES or r.on in WINDOW_TYPES) and r.roles <= set(ROLES) for r in pack.rules)
     assert pack.window_kinds == {"week", "month"}
     assert [r.id for r in pack.rules_for("jobcard.closed")] == [

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from agents.budgets import claims as budget_claims
 from agents.budgets import settle as settle_budgets
+from agents.digest import Digests
 from agents.metrics import WorkerMetrics
 from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
@@ -51,6 +52,7 @@ from agents.windows import KpiWindows, WindowStep
 from config.directory import Directory, load_directory
 from config.loading import ConfigError
 from config.notifications import Notifications, load_notifications
+from config.programme import load_programme
 from config.settings import Settings
 from config.sla import SlaPolicy, load_sla_policy
 from state import workers
@@ -68,6 +70,7 @@ from streams.topics import Topics, committed_offsets, read_partition
 log = logging.getLogger("pitstop.worker")
 T = TypeVar("T")
 
+DIGEST_CHECK_S = 30.0  # how often the leader looks for centres whose daily digest is due
 AUDIT_INTERVAL_S = 5.0  # how often a worker checks that Redis still holds what it applied
 PACK_CHECK_INTERVAL_S = 2.0  # how often a worker looks at the rule pack file for a new version
 SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->league latency
@@ -549,6 +552,23 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     @app.timer(settings.sla_tick_s, on_leader=True)  # type: ignore[untyped-decorator]
     async def sla_tick() -> None:
         await scorer.sla_tick()
+
+    digests = Digests(
+        directory,
+        notifications,
+        load_programme(settings.programme_path).tiers,
+        league=scorer.league,
+        sla=scorer.sla,
+        alerts=scorer.alert_board,
+        queue=scorer.notify_queue,
+    )
+
+    @app.timer(DIGEST_CHECK_S, on_leader=True)  # type: ignore[untyped-decorator]
+    async def daily_digests() -> None:
+        queued = await scorer._retry("digest", lambda: digests.tick(datetime.now(UTC)))
+        if queued:
+            metrics.notifications_queued.labels("digest").inc(queued)
+            log.info("queued %d digest deliveries", queued)
 
     if notifications.routes:
         dispatcher = Dispatcher(

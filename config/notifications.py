@@ -13,10 +13,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from cronsim import CronSim, CronSimError
 
 from config.loading import ConfigError, Located, load_yaml
 from config.sla import parse_duration
@@ -63,6 +65,8 @@ class Notifications:
     max_delay: timedelta
     rate_limit: int  # deliveries per recipient and channel...
     rate_per: timedelta  # ...per this long; more wait for the next window (never dropped)
+    digest_schedule: str = "0 8 * * *"  # cron, in each centre's own time zone (agents.digest)
+    digest_catch_up: timedelta = timedelta(hours=6)  # a digest missed (no worker) is still sent this long after
     source: str = ""
 
     def routes_for(self, kind: str) -> list[Route]:
@@ -142,7 +146,7 @@ def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Noti
     if not isinstance(document, dict):
         raise ConfigError(path, 1, "expected a mapping at the top level")
     top = Located(document, path, 1)
-    top.only({"notifications", "version", "retry", "rate_limit", "channels", "routes"})
+    top.only({"notifications", "version", "retry", "rate_limit", "digest", "channels", "routes"})
     name, version = document.get("notifications"), document.get("version")
     if not isinstance(name, str) or not _NAME.match(name):
         raise top.error("'notifications' must name this configuration (lower case letters, digits, '-', '_')")
@@ -168,6 +172,18 @@ def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Noti
     if isinstance(per_recipient, bool) or not isinstance(per_recipient, int) or not 1 <= per_recipient <= 100_000:
         raise limit.error("'per_recipient' must be a whole number from 1 to 100000")
     per = _duration(limit, "per", "1h")
+    digest = located(document.get("digest", {}), "digest")
+    digest.only({"schedule", "catch_up"})
+    schedule = digest.value.get("schedule", "0 8 * * *")
+    try:
+        CronSim(schedule, datetime.now(UTC)) if isinstance(schedule, str) else None
+    except CronSimError as exc:
+        raise digest.error(f"'schedule' {schedule!r} is not a cron expression: {exc}") from None
+    if not isinstance(schedule, str) or len(schedule.split()) != 5:
+        raise digest.error(f"'schedule' must be a five-field cron expression, e.g. '0 8 * * mon-sat'; got {schedule!r}")
+    catch_up = _duration(digest, "catch_up", "6h")
+    if catch_up > timedelta(hours=23):
+        raise digest.error("'catch_up' must be under a day (a digest is for its day)")
 
     channels: dict[str, Channel] = {}
     for channel_name, spec in located(document.get("channels", {}), "channels").value.items():
@@ -208,5 +224,7 @@ def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Noti
         max_delay=max_delay,
         rate_limit=per_recipient,
         rate_per=per,
+        digest_schedule=schedule,
+        digest_catch_up=catch_up,
         source=str(path),
     )

@@ -100,7 +100,10 @@ def parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schema files")
     schemas.add_argument("--write", action="store_true", help="regenerate streams/schemas/*.json")
 
-    sub.add_parser("check-config", help="validate the directory and the rule pack, then exit")
+    sub.add_parser(
+        "check-config",
+        help="validate the directory, the rule pack, the programme, the SLA policy and the notifications, then exit",
+    )
 
     chaos = sub.add_parser("chaos", help="reliability scenarios (kills, Redis loss, stalled kiosk, soak) with checks")
     chaos.add_argument(
@@ -253,16 +256,28 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         from agents.rules import load_rule_pack
         from config.directory import load_directory
+        from config.notifications import load_notifications
         from config.programme import load_programme
+        from config.sla import load_sla_policy
 
         directory = load_directory(settings.directory_path)
         pack = load_rule_pack(settings.rules_path)
         programme = load_programme(settings.programme_path, frozenset(r.id for r in pack.rules))
+        sla = load_sla_policy(settings.sla_path)
+        notifications = load_notifications(settings.notifications_path)
         print(f"{settings.directory_path}: {len(directory.centres)} centres, {len(directory.staff)} staff")
         print(f"{settings.rules_path}: pack {pack.name} v{pack.version}, {len(pack.rules)} rules")
         print(
             f"{settings.programme_path}: programme {programme.name} v{programme.version}, "
             f"{len(programme.tiers)} tiers, {len(programme.contests)} contests"
+        )
+        print(
+            f"{settings.sla_path}: SLA policy {sla.name} v{sla.version}, {len(sla.tickets)} ticket terms, "
+            f"{len(sla.calendars)} calendars"
+        )
+        print(
+            f"{settings.notifications_path}: notifications {notifications.name} v{notifications.version}, "
+            f"{len(notifications.channels)} channels, {len(notifications.routes)} routes"
         )
         return 0
     if args.command == "token":

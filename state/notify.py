@@ -39,6 +39,19 @@ end
 return out
 """
 
+ENQUEUE_LUA = """
+local ns, now = ARGV[1], tonumber(ARGV[2])
+local added = 0
+for _, d in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('EXISTS', ns .. ':notify:sent:' .. d.id) == 0 and
+     redis.call('HSETNX', ns .. ':notify:jobs', d.id, cjson.encode(d)) == 1 then
+    redis.call('ZADD', ns .. ':notify:queue', now, d.id)
+    added = added + 1
+  end
+end
+return added
+"""
+
 RATE_LUA = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -60,6 +73,13 @@ class NotifyQueue:
         self.ttl_s = ttl_s
         self._claim = redis.register_script(CLAIM_LUA)
         self._rate = redis.register_script(RATE_LUA)
+        self._enqueue = redis.register_script(ENQUEUE_LUA)
+
+    async def enqueue(self, deliveries: Sequence[dict[str, Any]], now_ms: int) -> int:
+        """Queue deliveries not queued or sent before (by id); returns how many were new."""
+        if not deliveries:
+            return 0
+        return int(await self._enqueue(args=[self.ns, now_ms, orjson.dumps(list(deliveries))]))
 
     async def claim(self, now_ms: int, *, lease_ms: int, limit: int) -> list[Claimed]:
         found = await self._claim(args=[self.ns, now_ms, lease_ms, limit])

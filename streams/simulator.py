@@ -21,14 +21,20 @@ from streams.contract import FAMILY_TOPICS, TICKET_PRIORITIES, UPSELL_LINES
 from streams.topics import Topics
 
 RESOLUTION_HOURS = {"P1": 4, "P2": 8, "P3": 24, "P4": 72}
+FIRST_RESPONSE_MINUTES = {"P1": 15, "P2": 60, "P3": 240, "P4": 1440}  # as config/sla/default.yaml
+TICKET_SHARE = 0.1  # with tickets=True: the share of events that open, answer or resolve a ticket
 
 
 class Simulator:
-    def __init__(self, directory: Directory, seed: int = 7, *, follow_ups: float = 0.0) -> None:
+    def __init__(self, directory: Directory, seed: int = 7, *, follow_ups: float = 0.0, tickets: bool = False) -> None:
         """``follow_ups``: the share of events that follow up an earlier one about the same subject (a
-        job card reopened, a sale refunded, a survey corrected), which takes awards back."""
+        job card reopened, a sale refunded, a survey corrected), which takes awards back. ``tickets``:
+        also tickets through their life (opened, first response, resolved), some answered too late, so
+        SLA alerts happen (the demo)."""
         self.rng = random.Random(seed)
         self.follow_ups = follow_ups
+        self.tickets = tickets
+        self.open_tickets: list[tuple[datetime, dict[str, object]]] = []  # (when, the ticket's next event)
         self.recent: list[dict[str, object]] = []  # closings, sales and surveys that may be followed up
         self.unrefunded: dict[str, float] = {}  # sale id -> amount not refunded yet
         self.directory = directory
@@ -53,6 +59,8 @@ class Simulator:
 
     def event(self, now: datetime) -> dict[str, object]:
         """One event, of a kind drawn with realistic weights, happening at ``now``."""
+        if self.tickets and self.rng.random() < TICKET_SHARE:
+            return self._ticket_step(now)
         if self.follow_ups and self.recent and self.rng.random() < self.follow_ups:
             return self._follow_up(now)
         event = self._new_event(now)
@@ -203,6 +211,65 @@ class Simulator:
             "reason_code": "noise_returned",
         }
 
+    def _ticket_step(self, now: datetime) -> dict[str, object]:
+        """The next step of a ticket whose time has come, or a new ticket. A P1 ticket is often reported
+        some minutes after it was opened, and a few are answered after their 15 minutes."""
+        self.open_tickets.sort(key=lambda item: item[0])
+        if self.open_tickets and self.open_tickets[0][0] <= now:
+            _, event = self.open_tickets.pop(0)
+            at = now.astimezone(self.directory.centres[str(event["centre_id"])].timezone)
+            event = event | {"event_id": self._id("ev"), "occurred_at": at.isoformat(timespec="seconds")}
+            if event["type"] == "ticket.first_response":
+                resolved = {k: v for k, v in event.items() if k != "response_due_at"} | {
+                    "type": "ticket.resolved",
+                    "resolution_due_at": event["resolution_due_at"],
+                    "case_notes_complete": self.rng.random() < 0.8,
+                    "callback_minutes": self.rng.randint(5, 60),
+                }
+                self.open_tickets.append((now + timedelta(minutes=self.rng.uniform(2, 30)), resolved))
+                event.pop("resolution_due_at")
+            return event
+        centre_id = self.rng.choice(self.centres)
+        agent = self._pick(centre_id, "support_agent") or self._pick(centre_id, "technician")
+        assert agent is not None
+        priority = self.rng.choices(TICKET_PRIORITIES, weights=[40, 30, 20, 10])[0]
+        allowed = timedelta(minutes=FIRST_RESPONSE_MINUTES[priority])
+        opened = now - (allowed * self.rng.uniform(0, 0.75))
+        zone = self.directory.centres[centre_id].timezone
+        ticket_id = self._id("TK")
+        people = [{"staff_id": agent.id, "role": agent.role}]
+        answer_in = (
+            timedelta(minutes=self.rng.uniform(1, 8)) if priority == "P1" else allowed * self.rng.uniform(0.1, 0.5)
+        )
+        self.open_tickets.append(
+            (
+                now + answer_in,
+                {
+                    "type": "ticket.first_response",
+                    "centre_id": centre_id,
+                    "people": people,
+                    "ticket_id": ticket_id,
+                    "priority": priority,
+                    "opened_at": opened.astimezone(zone).isoformat(timespec="seconds"),
+                    "response_due_at": (opened + allowed).astimezone(zone).isoformat(timespec="seconds"),
+                    "resolution_due_at": (opened + timedelta(hours=RESOLUTION_HOURS[priority]))
+                    .astimezone(zone)
+                    .isoformat(timespec="seconds"),
+                },
+            )
+        )
+        return {
+            "event_id": self._id("ev"),
+            "type": "ticket.opened",
+            "occurred_at": opened.astimezone(zone).isoformat(timespec="seconds"),
+            "centre_id": centre_id,
+            "people": people,
+            "customer_ref": self._customer(),
+            "ticket_id": ticket_id,
+            "priority": priority,
+            "channel": self.rng.choice(["phone", "email", "chat", "whatsapp"]),
+        }
+
     def stream(self, start: datetime, count: int, spacing: timedelta) -> Iterator[dict[str, object]]:
         for i in range(count):
             yield self.event(start + spacing * i)
@@ -243,7 +310,7 @@ async def run_simulator(
     bootstrap: str, topics: Topics, directory: Directory, *, rate: float, seed: int, limit: int | None = None
 ) -> int:
     """Produce simulated events at ``rate`` per second until cancelled (or ``limit`` events)."""
-    sim = Simulator(directory, seed)
+    sim = Simulator(directory, seed, tickets=True)
 
     def records() -> Iterator[tuple[str, bytes, bytes]]:
         sent = 0

@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from redis.exceptions import RedisError
 
 from config.directory import Directory
 from config.notifications import Channel, Notifications
@@ -245,15 +246,9 @@ class Dispatcher:
             while True:
                 try:
                     busy = await self.step()
-                except (OSError, ConnectionError, TimeoutError) as exc:
+                except (RedisError, OSError, TimeoutError) as exc:  # Redis away: the queue waits there
                     log.warning("notification dispatch failed (%r); trying again", exc)
                     busy = 0
-                except Exception as exc:  # a Redis error: keep the loop alive, it retries
-                    if type(exc).__module__.startswith("redis"):
-                        log.warning("notification dispatch: Redis %r; trying again", exc)
-                        busy = 0
-                    else:
-                        raise
                 if not busy:
                     await asyncio.sleep(interval_s)
         finally:
@@ -285,23 +280,24 @@ class Dispatcher:
             except PermanentFailure as exc:
                 await self._dead(claimed, str(exc))
             except TemporaryFailure as exc:
-                if claimed.tries >= self.config.attempts:
-                    await self._dead(claimed, f"{exc} (after {claimed.tries} tries)")
-                else:
-                    self.outcome(name, "retried")
-                    delay = backoff_s(claimed.tries, self.config)
-                    log.info(
-                        "delivery %s via %s failed (%s); try %d in %.1fs",
-                        claimed.id,
-                        name,
-                        exc,
-                        claimed.tries + 1,
-                        delay,
-                    )
-                    await self.queue.later(claimed.id, int((time.time() + delay) * 1000))
+                await self._again(claimed, str(exc))
+            except Exception as exc:  # an adapter bug must not stop the other deliveries: a failed try
+                log.exception("delivery %s via %s raised", claimed.id, name)
+                await self._again(claimed, f"{name}: {type(exc).__name__}: {exc}")
             else:
                 self.outcome(name, "sent")
                 await self.queue.done(claimed.id)
+
+    async def _again(self, claimed: Any, reason: str) -> None:
+        """A failed try: another one after the backoff, or the dead-letter topic after the last."""
+        name = claimed.job["channel"]
+        if claimed.tries >= self.config.attempts:
+            await self._dead(claimed, f"{reason} (after {claimed.tries} tries)")
+            return
+        self.outcome(name, "retried")
+        delay = backoff_s(claimed.tries, self.config)
+        log.info("delivery %s via %s failed (%s); try %d in %.1fs", claimed.id, name, reason, claimed.tries + 1, delay)
+        await self.queue.later(claimed.id, int((time.time() + delay) * 1000))
 
     async def _dead(self, claimed: Any, reason: str) -> None:
         log.warning("delivery %s via %s dead-lettered: %s", claimed.id, claimed.job["channel"], reason)

@@ -119,8 +119,13 @@ def _ops(event: Event, policy: SlaPolicy, directory: Directory) -> list[ClockOp]
             return [ClockOp("start", ids[c], at, m) for c, m in metas.items()]
         if event.type == "ticket.first_response":
             return [ClockOp("stop", ids["first_response"], at, metas.get("first_response"))]
-        if event.type == "ticket.resolved":  # a resolution answers the customer too
-            return [ClockOp("stop", ids[c], at, metas.get(c)) for c in ("first_response", "resolution")]
+        if event.type == "ticket.resolved":
+            # A resolution answers the customer too: it stops a first-response clock still running. It
+            # does not start one for a ticket never seen opened: when that was first answered is unknown.
+            return [
+                ClockOp("stop", ids["first_response"], at),
+                ClockOp("stop", ids["resolution"], at, metas.get("resolution")),
+            ]
         return [ClockOp("touch", ids[c], at) for c in ("first_response", "resolution")]
     if event.family == "jobcard":
         jobcard = str(data["jobcard_id"])

@@ -88,6 +88,10 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
         _say(f"logs in {logs}")
         _say(f"worker metrics: http://127.0.0.1:{env['PITSTOP_WORKER_METRICS_PORT']}/metrics")
         _say(f"gateway metrics: http://127.0.0.1:{gateway_port}/metrics")
+        region = directory.centres[centre].region
+        manager = issue_token(settings.token_secret, "manager", region, ttl_s=7 * 86400)
+        _say(f"SLA alerts for the {region} region's managers:")
+        print(f"MANAGER_URL=http://127.0.0.1:{gateway_port}/manager?token={manager}", flush=True)
         _say(f"kiosk for {directory.centres[centre].name} ({centre}):")
         print(f"KIOSK_URL={url}", flush=True)
         _say("press Ctrl-C to stop")

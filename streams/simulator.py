@@ -234,7 +234,7 @@ class Simulator:
         assert agent is not None
         priority = self.rng.choices(TICKET_PRIORITIES, weights=[40, 30, 20, 10])[0]
         allowed = timedelta(minutes=FIRST_RESPONSE_MINUTES[priority])
-        opened = now - (allowed * self.rng.uniform(0, 0.75))
+        opened = now - (allowed * self.rng.uniform(0, 0.95))
         zone = self.directory.centres[centre_id].timezone
         ticket_id = self._id("TK")
         people = [{"staff_id": agent.id, "role": agent.role}]

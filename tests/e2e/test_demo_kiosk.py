@@ -31,6 +31,13 @@ def test_demo_kiosk_shows_awards_and_ranks_change() -> None:
         ranks = [rank for _, rank, _ in seen.later_rows]
         assert ranks == sorted(ranks) and ranks[0] == 1
         assert page.text_content("#centre") == "Pitstop Andheri"
+        # the manager page of the kiosk's region lists SLA alerts as the simulated tickets go late
+        manager_url = next(line.split("=", 1)[1] for line in run.output if line.startswith("MANAGER_URL="))
+        page.goto(manager_url)
+        page.wait_for_selector("#open li, #recent li", timeout=seconds(120) * 1000)
+        assert page.text_content("#who") == "west"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "manager.png"))
         rc = run.stop()
     assert rc == 0, "\n".join(run.output)
     assert run.output[-1].endswith("stopped")

@@ -201,3 +201,53 @@ async def test_foreign_origin_is_refused_and_pages_are_served(gateway: Gateway) 
     assert "pitstop_ws_clients" in metrics
     with pytest.raises(urllib.error.HTTPError):
         await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/static/../gateway.py"))
+
+
+async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, namespace: str) -> None:
+    """A manager gets the open alerts of its region's centres on connecting, then each new alert and clear
+    of those centres, once; an alert applied twice is pushed once; other regions' alerts never come."""
+    from agents.sla import Alert
+    from state.alerts import AlertBoard
+
+    board = AlertBoard(gateway.redis, namespace, 3600)
+
+    def alert(n: int, centre: str, kind: str = "sla.breach", **extra: Any) -> Alert:
+        region = DIRECTORY.centres[centre].region
+        return Alert.from_json(
+            {
+                "alert_id": f"al{n}",
+                "type": kind,
+                "item_kind": "ticket",
+                "item_id": f"T-{n}",
+                "clock": "first_response",
+                "centre_id": centre,
+                "region": region,
+                "people": ["S0012"],
+                "deadline_ms": 1_700_000_000_000 + n,
+                "fired_ms": 1_700_000_000_000 + n,
+                "source": "timer",
+                **extra,
+            }
+        )
+
+    await board.apply([(alert(1, "C01"), []), (alert(2, "C05"), [])], 0)  # C01 west, C05 north
+    west = await _open(gateway, "manager", "west")
+    assert (await _recv(west))["type"] == "welcome"
+    opening = await _recv(west)
+    assert opening["type"] == "alerts" and [a["alert_id"] for a in opening["alerts"]] == ["al1"]
+    north = await _open(gateway, "manager", "north")
+    await _recv(north)
+    assert [a["alert_id"] for a in (await _recv(north))["alerts"]] == ["al2"]
+
+    await board.apply([(alert(3, "C02"), []), (alert(3, "C02"), []), (alert(4, "C06"), [])], 0)
+    pushed = await _recv(west)
+    assert pushed["type"] == "alert" and pushed["alert"]["alert_id"] == "al3"
+    assert (await _recv(north))["alert"]["alert_id"] == "al4"
+    await board.apply([(alert(5, "C01", "sla.clear", clears="al1", outcome="late"), [])], 0)
+    cleared = await _recv(west)
+    assert cleared["alert"]["type"] == "sla.clear" and cleared["alert"]["clears"] == "al1"
+    assert [a["alert_id"] for a in await board.active()] == ["al2", "al3", "al4"]
+    with pytest.raises(TimeoutError):  # nothing else for the north: not al3, not al5, not al3 twice
+        await asyncio.wait_for(north.recv(), 0.5)
+    await west.close()
+    await north.close()

@@ -171,3 +171,18 @@ async def test_any_ticks_and_repeats_give_each_alert_once(
         assert (BREACH, "first_response", None) not in kinds
     await client.flushdb()
     await client.aclose()
+
+
+async def test_a_resolution_of_a_ticket_never_seen_opened_says_nothing_of_its_first_response(
+    store: SlaStore, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    late = plan([_ticket("ticket.resolved", T0 + timedelta(hours=2), case_notes_complete=True)], policy, DIRECTORY)
+    fired = await store.observe(late, _ms(T0 + timedelta(hours=2)))
+    assert [(a["type"], a["clock"]) for a in fired] == [(BREACH, "resolution")]  # an hour late
+    assert await store.clock("ticket:T-1:first_response") == {
+        "m": {},
+        "stop": _ms(T0 + timedelta(hours=2)),
+        "f": {},
+        "cl": {},
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,3 +142,38 @@ def csv_items(path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = 
                 yield Located({k: v for k, v in row.items() if v not in ("", None)}, path, reader.line_num)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise ConfigError(path, reader.line_num, f"not valid CSV: {exc}") from None
+
+
+CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # a configuration file, calendar or channel name
+
+
+@dataclass(frozen=True)
+class Document:
+    """A named, versioned configuration file (``<name_key>: NAME`` and ``version: N`` at the top)."""
+
+    top: Located
+    lines: dict[int, int]
+    name: str
+    version: int
+
+    def section(self, value: Any, where: str) -> Located:
+        """A mapping inside the document, with its line; anything else is refused naming ``where``."""
+        if not isinstance(value, dict):
+            raise ConfigError(self.top.path, self.lines.get(id(self.top.value)), f"'{where}' must be a mapping")
+        return Located(value, self.top.path, self.lines.get(id(value), 0))
+
+
+def load_document(path: Path, name_key: str, allowed: Collection[str], what: str) -> Document:
+    """Load a YAML mapping holding only ``allowed`` keys, named by ``name_key`` (``what`` it names, for
+    the error) and with a ``version`` from 1."""
+    document, lines = load_yaml(path)
+    if not isinstance(document, dict):
+        raise ConfigError(path, 1, "expected a mapping at the top level")
+    top = Located(document, path, 1)
+    top.only(allowed)
+    name, version = document.get(name_key), document.get("version")
+    if not isinstance(name, str) or not CONFIG_NAME.match(name):
+        raise top.error(f"'{name_key}' must name {what} (lower case letters, digits, '-' or '_')")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise top.error("'version' must be a whole number from 1")
+    return Document(top, lines, name, version)

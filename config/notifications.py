@@ -15,18 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
 
-from config.loading import ConfigError, Located, load_yaml
+from config.loading import CONFIG_NAME, Located, load_document
 from config.sla import parse_duration
 
 CHANNEL_TYPES = ("webhook", "smtp", "sms", "whatsapp")
 MESSAGE_KINDS = ("sla.near_breach", "sla.breach", "sla.clear", "digest")
 RECIPIENTS = ("managers", "assignees", "person")  # the centre's managers, the item's people, a digest's reader
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _ENV = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 _FROM = re.compile(r"^[^\r\n<>]{0,80}<?[^@\s<>]+@[^@\s<>]+>?$")
 
@@ -142,21 +140,13 @@ def _channel(name: str, item: Located, env: Mapping[str, str]) -> Channel:
 def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Notifications:
     """Load and validate a notifications file; secrets are read from ``env`` (default: the process's)."""
     env = os.environ if env is None else env
-    document, lines = load_yaml(path)
-    if not isinstance(document, dict):
-        raise ConfigError(path, 1, "expected a mapping at the top level")
-    top = Located(document, path, 1)
-    top.only({"notifications", "version", "retry", "rate_limit", "digest", "channels", "routes"})
-    name, version = document.get("notifications"), document.get("version")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise top.error("'notifications' must name this configuration (lower case letters, digits, '-', '_')")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise top.error("'version' must be a whole number from 1")
-
-    def located(value: Any, where: str) -> Located:
-        if not isinstance(value, dict):
-            raise ConfigError(path, lines.get(id(document)), f"'{where}' must be a mapping")
-        return Located(value, path, lines.get(id(value), 0))
+    doc = load_document(
+        path,
+        "notifications",
+        {"notifications", "version", "retry", "rate_limit", "digest", "channels", "routes"},
+        "this configuration",
+    )
+    document, top, located = doc.top.value, doc.top, doc.section
 
     retry = located(document.get("retry", {}), "retry")
     retry.only({"attempts", "first_delay", "max_delay"})
@@ -187,8 +177,8 @@ def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Noti
 
     channels: dict[str, Channel] = {}
     for channel_name, spec in located(document.get("channels", {}), "channels").value.items():
-        if not isinstance(channel_name, str) or not _NAME.match(channel_name):
-            raise ConfigError(path, lines.get(id(document)), f"channel name {channel_name!r} is not a valid name")
+        if not isinstance(channel_name, str) or not CONFIG_NAME.match(channel_name):
+            raise top.error(f"channel name {channel_name!r} is not a valid name")
         channels[channel_name] = _channel(channel_name, located(spec, f"channels.{channel_name}"), env)
 
     raw_routes = document.get("routes", [])
@@ -215,8 +205,8 @@ def load_notifications(path: Path, env: Mapping[str, str] | None = None) -> Noti
                 raise item.error(f"channel {channel_name!r} is a webhook: it takes no 'to'")
         routes.append(Route(frozenset(kinds), to, tuple(via), item.line))
     return Notifications(
-        name=name,
-        version=version,
+        name=doc.name,
+        version=doc.version,
         channels=channels,
         routes=tuple(routes),
         attempts=attempts,

@@ -14,19 +14,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from config.loading import ConfigError, Located, load_yaml
+from config.loading import CONFIG_NAME, ConfigError, Located, load_document
 from streams.contract import TICKET_CHANNELS, TICKET_PRIORITIES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS = "24x7"
-CLOCKS = ("first_response", "resolution", "delivery")  # the deadlines an item can have
 MAX_SEARCH_DAYS = 400  # a deadline further than this many calendar days away is a configuration error
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,27 +216,19 @@ def _calendar(name: str, item: Located) -> Calendar:
 
 def load_sla_policy(path: Path) -> SlaPolicy:
     """Load and validate an SLA policy file."""
-    document, lines = load_yaml(path)
-    if not isinstance(document, dict):
-        raise ConfigError(path, 1, "expected a mapping at the top level")
-    top = Located(document, path, 1)
-    top.only({"policy", "version", "near_breach", "calendars", "centres", "tickets", "jobcards"})
-    name, version = document.get("policy"), document.get("version")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise top.error("'policy' must name the policy (lower case letters, digits, '-' or '_')")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise top.error("'version' must be a whole number from 1")
+    doc = load_document(
+        path,
+        "policy",
+        {"policy", "version", "near_breach", "calendars", "centres", "tickets", "jobcards"},
+        "the policy",
+    )
+    document, top, located = doc.top.value, doc.top, doc.section
     near = _share(top, "near_breach", 0.8)
-
-    def located(value: Any, where: str) -> Located:
-        if not isinstance(value, dict):
-            raise ConfigError(path, lines.get(id(document)), f"'{where}' must be a mapping")
-        return Located(value, path, lines.get(id(value), 0))
 
     calendars: dict[str, Calendar] = {}
     for cal_name, spec in located(document.get("calendars", {}), "calendars").value.items():
-        if not isinstance(cal_name, str) or not _NAME.match(cal_name):
-            raise ConfigError(path, lines.get(id(document)), f"calendar name {cal_name!r} is not a valid name")
+        if not isinstance(cal_name, str) or not CONFIG_NAME.match(cal_name):
+            raise top.error(f"calendar name {cal_name!r} is not a valid name")
         calendars[cal_name] = _calendar(cal_name, located(spec, f"calendars.{cal_name}"))
     calendars.setdefault("always", Calendar("always", always=True))
 
@@ -294,8 +283,8 @@ def load_sla_policy(path: Path) -> SlaPolicy:
     jobcards = located(document.get("jobcards", {}), "jobcards")
     jobcards.only({"near_breach"})
     return SlaPolicy(
-        name=name,
-        version=version,
+        name=doc.name,
+        version=doc.version,
         near_breach=near,
         calendars=calendars,
         centre_calendars=centre_calendars,

@@ -19,11 +19,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from agents.sla import CLEAR, Alert
+from agents.sla import Alert
+from state.notify import ENQUEUE_FUNCTION
 
 RECENT_ALERTS = 500
 
-APPLY_LUA = """
+APPLY_LUA = (
+    ENQUEUE_FUNCTION
+    + """
 local ns, now, ttl, recent = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
 local applied = 0
@@ -40,16 +43,12 @@ for _, item in ipairs(batch) do
     redis.call('LPUSH', ns .. ':sla:recent', body)
     redis.call('LTRIM', ns .. ':sla:recent', 0, recent - 1)
     redis.call('PUBLISH', ns .. ':sla-alerts', body)
-    for _, d in ipairs(item.deliveries) do
-      if redis.call('EXISTS', ns .. ':notify:sent:' .. d.id) == 0 and
-         redis.call('HSETNX', ns .. ':notify:jobs', d.id, cjson.encode(d)) == 1 then
-        redis.call('ZADD', ns .. ':notify:queue', now, d.id)
-      end
-    end
+    for _, d in ipairs(item.deliveries) do enqueue(ns, now, d) end
   end
 end
 return applied
 """
+)
 
 
 class AlertBoard:
@@ -73,7 +72,3 @@ class AlertBoard:
 
     async def recent(self, count: int = 100) -> list[dict[str, Any]]:
         return [orjson.loads(v) for v in await self.redis.lrange(f"{self.ns}:sla:recent", 0, count - 1)]
-
-
-def is_clear(alert: dict[str, Any]) -> bool:
-    return alert.get("type") == CLEAR

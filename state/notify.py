@@ -39,18 +39,27 @@ end
 return out
 """
 
-ENQUEUE_LUA = """
-local ns, now = ARGV[1], tonumber(ARGV[2])
-local added = 0
-for _, d in ipairs(cjson.decode(ARGV[3])) do
+# Queue one delivery unless it was queued or sent before (by id): shared by ENQUEUE_LUA and state.alerts.
+ENQUEUE_FUNCTION = """
+local function enqueue(ns, now, d)
   if redis.call('EXISTS', ns .. ':notify:sent:' .. d.id) == 0 and
      redis.call('HSETNX', ns .. ':notify:jobs', d.id, cjson.encode(d)) == 1 then
     redis.call('ZADD', ns .. ':notify:queue', now, d.id)
-    added = added + 1
+    return 1
   end
+  return 0
 end
+"""
+
+ENQUEUE_LUA = (
+    ENQUEUE_FUNCTION
+    + """
+local ns, now = ARGV[1], tonumber(ARGV[2])
+local added = 0
+for _, d in ipairs(cjson.decode(ARGV[3])) do added = added + enqueue(ns, now, d) end
 return added
 """
+)
 
 RATE_LUA = """
 local n = redis.call('INCR', KEYS[1])

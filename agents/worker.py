@@ -373,12 +373,12 @@ class Scorer:
         items = (
             plan_alerts(alerts, self.notifications, self.directory) if self.notifications else [(a, []) for a in alerts]
         )
-        applied = await self._retry("alerts", lambda: self.alert_board.apply(items, int(time.time() * 1000)))
-        self.metrics.sla_alerts_applied.labels("new").inc(applied)
-        self.metrics.sla_alerts_applied.labels("repeat").inc(len(alerts) - applied)
-        for _, deliveries in items:
-            for delivery in deliveries:
-                self.metrics.notifications_queued.labels(delivery["kind"]).inc()
+        new = await self._retry("alerts", lambda: self.alert_board.apply(items, int(time.time() * 1000)))
+        self.metrics.sla_alerts_applied.labels("new").inc(len(new))
+        self.metrics.sla_alerts_applied.labels("repeat").inc(len(alerts) - len(new))
+        for alert, deliveries in items:
+            if alert.alert_id in new:
+                self.metrics.notifications_queued.labels(alert.type).inc(len(deliveries))
 
     async def dead_letter_delivery(self, job: Mapping[str, Any], reason: str, tries: int) -> None:
         """A delivery that failed for good, onto notification-dead-letters (with why and how often)."""

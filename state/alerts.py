@@ -29,11 +29,11 @@ APPLY_LUA = (
     + """
 local ns, now, ttl, recent = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
-local applied = 0
+local applied = {}
 for _, item in ipairs(batch) do
   local a = item.alert
   if redis.call('SET', ns .. ':sla:applied:' .. a.alert_id, now, 'NX', 'EX', ttl) then
-    applied = applied + 1
+    table.insert(applied, a.alert_id)
     local body = cjson.encode(a)
     if a.type == 'sla.clear' then
       redis.call('HDEL', ns .. ':sla:active', a.clears)
@@ -58,12 +58,13 @@ class AlertBoard:
         self.ttl_s = ttl_s
         self._apply = redis.register_script(APPLY_LUA)
 
-    async def apply(self, items: Sequence[tuple[Alert, Sequence[dict[str, Any]]]], now_ms: int) -> int:
-        """Apply alerts with their deliveries; returns how many were new."""
+    async def apply(self, items: Sequence[tuple[Alert, Sequence[dict[str, Any]]]], now_ms: int) -> set[str]:
+        """Apply alerts with their deliveries; returns the ids of those that were new (applied now)."""
         if not items:
-            return 0
+            return set()
         payload = orjson.dumps([{"alert": a.data, "deliveries": list(d)} for a, d in items])
-        return int(await self._apply(args=[self.ns, now_ms, self.ttl_s, RECENT_ALERTS, payload]))
+        found = await self._apply(args=[self.ns, now_ms, self.ttl_s, RECENT_ALERTS, payload])
+        return {i.decode() if isinstance(i, bytes) else str(i) for i in found}
 
     async def active(self) -> list[dict[str, Any]]:
         """The open near-breach and breach alerts, soonest deadline first."""

@@ -239,7 +239,9 @@ async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, na
     await _recv(north)
     assert [a["alert_id"] for a in (await _recv(north))["alerts"]] == ["al2"]
 
-    await board.apply([(alert(3, "C02"), []), (alert(3, "C02"), []), (alert(4, "C06"), [])], 0)
+    new = await board.apply([(alert(3, "C02"), []), (alert(3, "C02"), []), (alert(4, "C06"), [])], 0)
+    assert new == {"al3", "al4"}
+    assert await board.apply([(alert(3, "C02"), [])], 0) == set()
     pushed = await _recv(west)
     assert pushed["type"] == "alert" and pushed["alert"]["alert_id"] == "al3"
     assert (await _recv(north))["alert"]["alert_id"] == "al4"

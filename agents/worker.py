@@ -195,9 +195,7 @@ class Scorer:
         changed = {key: subjects[key] for key in result.changed_subjects}
         await self._retry("subjects", lambda: self.subjects.save(changed))
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
-        for record in records:
-            tp = (record.topic, record.partition)
-            self.source_next[tp] = max(self.source_next.get(tp, 0), record.offset + 1)
+        self._advance(records)
 
         now_ms = time.time() * 1000
         for item in result.scored:
@@ -238,6 +236,12 @@ class Scorer:
                 letter.kind,
                 letter.message,
             )
+
+    def _advance(self, records: Sequence[SourceRecord]) -> None:
+        """The records' effects are durable: the next batch of their partitions should start after them."""
+        for record in records:
+            tp = (record.topic, record.partition)
+            self.source_next[tp] = max(self.source_next.get(tp, 0), record.offset + 1)
 
     async def _with_source_gaps(self, records: Sequence[SourceRecord]) -> Sequence[SourceRecord]:
         """The batch, preceded by any records of its partitions that never reached this agent.
@@ -363,12 +367,15 @@ class Scorer:
                 delay = max(0.0, (now_ms - float(alert["deadline_ms"])) / 1000)
                 self.metrics.sla_alert_delay.labels(alert["type"]).observe(delay)
 
-    async def apply_alerts(self, values: Sequence[bytes | None]) -> None:
-        """One batch read from sla-alerts: onto the manager alert list, and its notifications queued, once."""
-        alerts, bad = decode_alerts(values)
+    async def apply_alerts(self, records: Sequence[SourceRecord]) -> None:
+        """One batch read from sla-alerts: onto the manager alert list, and its notifications queued, once.
+        Records a rebalance kept from the agent are read first, as for source topics."""
+        records = await self._with_source_gaps(records)
+        alerts, bad = decode_alerts([r.value for r in records])
         if bad:
             log.error("%d unreadable sla-alerts records skipped", bad)
         if not alerts:
+            self._advance(records)
             return
         items = (
             plan_alerts(alerts, self.notifications, self.directory) if self.notifications else [(a, []) for a in alerts]
@@ -379,6 +386,7 @@ class Scorer:
         for alert, deliveries in items:
             if alert.alert_id in new:
                 self.metrics.notifications_queued.labels(alert.type).inc(len(deliveries))
+        self._advance(records)
 
     async def dead_letter_delivery(self, job: Mapping[str, Any], reason: str, tries: int) -> None:
         """A delivery that failed for good, onto notification-dead-letters (with why and how often)."""
@@ -530,7 +538,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         revoked = args[0] if args else kwargs.get("revoked", ())
         scorer.forget(
             [tp.partition for tp in revoked if tp.topic == topics.ledger],
-            [(tp.topic, tp.partition) for tp in revoked if tp.topic in topics.sources],
+            [(tp.topic, tp.partition) for tp in revoked if tp.topic in (*topics.sources, topics.sla_alerts)],
         )
 
     @app.timer(AUDIT_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust.App.timer is not typed
@@ -594,7 +602,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     async def alerts(stream: Any) -> None:
         manual = stream.noack()
         async for events in manual.noack_take(size, within=within):
-            await scorer.apply_alerts([e.message.value for e in events])
+            await scorer.apply_alerts([_source_record(e) for e in events])
             for event in events:
                 await manual.ack(event)
 

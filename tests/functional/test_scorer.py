@@ -287,3 +287,55 @@ async def test_rule_pack_reloads_when_valid_and_the_running_pack_stays_when_not(
     assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "refused"}) == 1
     assert registry.get_sample_value("pitstop_rule_pack_reloads_total", {"outcome": "loaded"}) == 1
     assert registry.get_sample_value("pitstop_rule_pack_version", {"pack": "pitstop-default"}) == 3
+
+
+async def test_sla_alerts_go_out_with_the_batch_and_dropped_alert_records_are_read_first(
+    redis: aioredis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """The score step starts SLA clocks; the leader's tick fires the breach of an unanswered ticket onto
+    sla-alerts; the alerts step, given a batch past the group's committed offset (records a rebalance kept
+    from it), reads the missing ones first and keeps each alert once."""
+    from config.sla import load_sla_policy
+    from state.alerts import AlertBoard
+
+    policy_file = tmp_path / "sla.yaml"
+    policy_file.write_text(
+        "policy: t\nversion: 1\ntickets:\n  - {priority: P1, first_response: 10m, resolution: 1h, calendar: always}\n"
+    )
+    producer = RecordingProducer()
+    scorer, registry = _scorer(redis, namespace, producer)
+    scorer.sla_policy = load_sla_policy(policy_file)
+    opened = dict(EXAMPLES["ticket.opened"], event_id="tk-open-1", priority="P1")
+    opened["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
+    await scorer.score([_record(opened, 0, topic="tickets")])
+    assert producer.on("sla-alerts") == []  # opening starts the clocks; the event shows nothing yet
+    await scorer.sla_tick()
+    (alert_record,) = producer.on("sla-alerts")
+    alert = orjson.loads(alert_record[2])  # type: ignore[arg-type]
+    assert (alert["type"], alert["clock"], alert["source"]) == ("sla.breach", "first_response", "timer")
+    assert (
+        registry.get_sample_value(
+            "pitstop_sla_alerts_total", {"kind": "sla.breach", "clock": "first_response", "source": "timer"}
+        )
+        == 1
+    )
+    await scorer.sla_tick()
+    assert len(producer.on("sla-alerts")) == 1  # fired once
+
+    as_read = [SourceRecord("sla-alerts", 0, n, b"C01", alert_record[2], 0) for n in range(3)]
+    reads: list[tuple[str, int, int, int]] = []
+
+    async def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {}  # no committed offset: from 0
+
+    async def read_range(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        reads.append((topic, partition, start, end))
+        return [_Message(r) for r in as_read if start <= r.offset < end]
+
+    scorer.read_committed, scorer.read_range = committed, read_range
+    await scorer.apply_alerts(as_read[2:])  # the same alert thrice on the topic (a re-produce after a crash)
+    assert reads == [("sla-alerts", 0, 0, 2)]
+    active = await AlertBoard(redis, namespace, 60).active()
+    assert [a["alert_id"] for a in active] == [alert["alert_id"]]
+    assert registry.get_sample_value("pitstop_sla_alerts_applied_total", {"outcome": "new"}) == 1
+    assert registry.get_sample_value("pitstop_sla_alerts_applied_total", {"outcome": "repeat"}) == 2

@@ -64,10 +64,6 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _meta(event: Event, directory: Directory, item_kind: str, item_id: str, deadline: Deadline) -> dict[str, Any]:
     centre = directory.centre(event.centre_id)
     return {
@@ -79,9 +75,7 @@ def _meta(event: Event, directory: Directory, item_kind: str, item_id: str, dead
         "people": [p.staff_id for p in event.people],
         "priority": event.data.get("priority"),
         "channel": event.data.get("channel"),
-        "started_at": _iso(deadline.started_at),
-        "near_at": _iso(deadline.near_at),
-        "due_at": _iso(deadline.due_at),
+        "started_ms": _ms(deadline.started_at),
         "near_ms": _ms(deadline.near_at),
         "due_ms": _ms(deadline.due_at),
     }

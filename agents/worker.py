@@ -134,7 +134,7 @@ class Scorer:
         # SLA clocks and alerts (None in a replay: alerts are operational, not part of the ledger)
         self.sla_policy = sla_policy
         self.notifications = notifications
-        self.sla = SlaStore(redis, settings.redis_namespace, settings.subject_ttl_s)
+        self.sla = SlaStore(redis, settings.redis_namespace, settings.subject_ttl_s, settings.dedup_ttl_s)
         self.alert_board = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.notify_queue = NotifyQueue(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.windows = KpiWindows(

@@ -13,8 +13,9 @@ then removes it. So an alert is never lost, and one produced twice has the same 
 
 Key layout under a namespace ``ns``:
 
-- ``{ns}:sla:c:{clock id}`` -- the clock (JSON: meta, stop time, alerts fired and cleared); kept
-  ``ttl`` seconds after its last change, so late events about a stopped clock do not start it again;
+- ``{ns}:sla:c:{clock id}`` -- the clock (JSON: meta, alerts fired and cleared), kept ``ttl`` seconds
+  after its last change; once stopped, only a marker (stop time, alert ids) kept ``stopped_ttl``
+  seconds, so late events about it do not start it again;
 - ``{ns}:sla:due`` -- ZSET ``{clock id}|near`` / ``{clock id}|breach`` -> when to fire (ms);
 - ``{ns}:sla:open`` -- ZSET running clock id -> deadline (ms), for digests and the overdue list;
 - ``{ns}:sla:outbox`` -- HASH alert id -> alert JSON, until produced.
@@ -31,7 +32,7 @@ import redis.asyncio as aioredis
 from agents.sla import ClockOp
 
 _COMMON = """
-local ns, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ns, now, ttl, stopped_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local function aid(cid, kind, deadline)
   return string.sub(redis.sha1hex(cid .. '|' .. kind .. '|' .. string.format('%d', deadline)), 1, 24)
@@ -48,7 +49,13 @@ local function fire(cid, c, kind, source, extra)
   return id
 end
 local function save(cid, c)
-  redis.call('SET', ns .. ':sla:c:' .. cid, cjson.encode(c), 'EX', ttl)
+  if c.stop ~= nil then
+    -- done: only a marker stays (no meta), so a late opening does not start the clock again
+    local marker = {m = cjson.decode('{}'), stop = c.stop, f = c.f, cl = c.cl}
+    redis.call('SET', ns .. ':sla:c:' .. cid, cjson.encode(marker), 'EX', stopped_ttl)
+  else
+    redis.call('SET', ns .. ':sla:c:' .. cid, cjson.encode(c), 'EX', ttl)
+  end
 end
 local function unschedule(cid)
   redis.call('ZREM', ns .. ':sla:due', cid .. '|near', cid .. '|breach')
@@ -59,7 +66,7 @@ end
 OBSERVE_LUA = (
     _COMMON
     + """
-local ops = cjson.decode(ARGV[4])
+local ops = cjson.decode(ARGV[5])
 for _, op in ipairs(ops) do
   local key = ns .. ':sla:c:' .. op.id
   local raw = redis.call('GET', key)
@@ -117,7 +124,7 @@ return out
 TICK_LUA = (
     _COMMON
     + """
-local limit, stale = tonumber(ARGV[4]), tonumber(ARGV[5])
+local limit, stale = tonumber(ARGV[5]), tonumber(ARGV[6])
 local due = redis.call('ZRANGEBYSCORE', ns .. ':sla:due', '-inf', now, 'LIMIT', 0, limit)
 for _, member in ipairs(due) do
   redis.call('ZREM', ns .. ':sla:due', member)
@@ -151,10 +158,11 @@ return out
 class SlaStore:
     """The clocks of one namespace. ``observe`` for a batch's ops, ``tick`` for the timer."""
 
-    def __init__(self, redis: aioredis.Redis, namespace: str, ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, namespace: str, ttl_s: int, stopped_ttl_s: int = 8 * 86400) -> None:
         self.redis = redis
         self.ns = namespace
-        self.ttl_s = ttl_s
+        self.ttl_s = ttl_s  # a running clock, after its last change
+        self.stopped_ttl_s = stopped_ttl_s  # the marker of a stopped one
         self._observe = redis.register_script(OBSERVE_LUA)
         self._tick = redis.register_script(TICK_LUA)
 
@@ -163,13 +171,13 @@ class SlaStore:
         if not ops:
             return []
         payload = orjson.dumps([op.to_json() for op in ops])
-        found = await self._observe(args=[self.ns, now_ms, self.ttl_s, payload])
+        found = await self._observe(args=[self.ns, now_ms, self.ttl_s, self.stopped_ttl_s, payload])
         return [orjson.loads(body) for body in found]
 
     async def tick(self, now_ms: int, *, limit: int = 1000, stale_ms: int = 10_000) -> list[dict[str, Any]]:
         """Fire what is due by ``now_ms``; also return outbox alerts older than ``stale_ms`` (a process
         fired them and died before producing them)."""
-        found = await self._tick(args=[self.ns, now_ms, self.ttl_s, limit, stale_ms])
+        found = await self._tick(args=[self.ns, now_ms, self.ttl_s, self.stopped_ttl_s, limit, stale_ms])
         return [orjson.loads(body) for body in found]
 
     async def produced(self, alert_ids: Sequence[str]) -> None:

@@ -39,8 +39,10 @@ import aiohttp
 import orjson
 from redis.exceptions import RedisError
 
+from agents.sla import Alert, describe
 from config.directory import Directory
 from config.notifications import Channel, Notifications
+from state.notify import Claimed, NotifyQueue
 
 log = logging.getLogger("pitstop.notify")
 
@@ -222,7 +224,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        queue: Any,  # state.notify.NotifyQueue
+        queue: NotifyQueue,
         config: Notifications,
         dead_letter: Callable[[dict[str, Any], str, int], Awaitable[None]],
         *,
@@ -262,7 +264,7 @@ class Dispatcher:
             await asyncio.gather(*(self._deliver(c) for c in claimed))
         return len(claimed)
 
-    async def _deliver(self, claimed: Any) -> None:
+    async def _deliver(self, claimed: Claimed) -> None:
         job, name = claimed.job, claimed.job["channel"]
         channel = self.config.channels.get(name)
         if channel is None:  # the configuration changed since it was queued
@@ -288,7 +290,7 @@ class Dispatcher:
                 self.outcome(name, "sent")
                 await self.queue.done(claimed.id)
 
-    async def _again(self, claimed: Any, reason: str) -> None:
+    async def _again(self, claimed: Claimed, reason: str) -> None:
         """A failed try: another one after the backoff, or the dead-letter topic after the last."""
         name = claimed.job["channel"]
         if claimed.tries >= self.config.attempts:
@@ -299,22 +301,20 @@ class Dispatcher:
         log.info("delivery %s via %s failed (%s); try %d in %.1fs", claimed.id, name, reason, claimed.tries + 1, delay)
         await self.queue.later(claimed.id, int((time.time() + delay) * 1000))
 
-    async def _dead(self, claimed: Any, reason: str) -> None:
+    async def _dead(self, claimed: Claimed, reason: str) -> None:
         log.warning("delivery %s via %s dead-lettered: %s", claimed.id, claimed.job["channel"], reason)
         await self.dead_letter(claimed.job, reason, claimed.tries)
         self.outcome(claimed.job["channel"], "dead_letter")
         await self.queue.done(claimed.id)
 
 
-def alert_message(alert: Any, directory: Directory) -> Message:
-    """The message of an alert (agents.sla.Alert)."""
-    from agents.sla import describe
-
+def alert_message(alert: Alert, directory: Directory) -> Message:
+    """The message of an alert."""
     subject, text = describe(alert, directory)
     return Message(alert.alert_id, alert.type, alert.centre_id, alert.people, subject, text, alert.data)
 
 
 def plan_alerts(
-    alerts: Sequence[Any], config: Notifications, directory: Directory
-) -> list[tuple[Any, list[dict[str, Any]]]]:
+    alerts: Sequence[Alert], config: Notifications, directory: Directory
+) -> list[tuple[Alert, list[dict[str, Any]]]]:
     return [(a, deliveries_for(alert_message(a, directory), config, directory)) for a in alerts]

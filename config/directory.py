@@ -71,6 +71,13 @@ class Directory:
     def person(self, staff_id: str) -> Staff | None:
         return self.staff.get(staff_id)
 
+    def managed_centres(self, subject: str) -> set[str]:
+        """The centres a manager token's subject covers: a centre id (a workshop manager) means that
+        centre, a region (a regional manager) every centre of the region; anything else, none."""
+        if subject in self.centres:
+            return {subject}
+        return {c.id for c in self.centres.values() if c.region == subject}
+
     def managers_of(self, centre_id: str) -> list[Staff]:
         """The people with the manager role at a centre."""
         return [s for s in self.staff.values() if s.centre_id == centre_id and s.role == "manager"]

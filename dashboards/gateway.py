@@ -8,8 +8,8 @@ pushes, per connected client:
   ``push_hz`` per second;
 - technician: its own award notifications, each with its "why", and the badges it holds (again after
   each notification that may earn or take back a badge);
-- manager: the open SLA alerts of the centres of its region, then each new alert and clear as it
-  comes (``{ns}:sla-alerts``, published once per alert id by state.alerts).
+- manager: the open SLA alerts of the centres it covers (its region's, or its one centre), then each
+  new alert and clear as it comes (``{ns}:sla-alerts``, published once per alert id by state.alerts).
 
 Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. Each client has a one-slot,
 latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a client
@@ -252,7 +252,7 @@ class Gateway:
         known = {
             "kiosk": claims.subject in self.directory.centres,
             "technician": claims.subject in self.directory.staff,
-            "manager": any(c.region == claims.subject for c in self.directory.centres.values()),
+            "manager": bool(self.directory.managed_centres(claims.subject)),
         }
         if not known[claims.kind]:
             await self._close(ws, CLOSE_FORBIDDEN, f"{claims.kind} token for an unknown {claims.kind} subject")
@@ -345,15 +345,13 @@ class Gateway:
         return board_key(season, "centre", centre_id)
 
     def _manager_centres(self, client: Client) -> set[str]:
-        """The centres a manager token covers: those of its region."""
-        region = client.claims.subject
-        return {c.id for c in self.directory.centres.values() if c.region == region}
+        return self.directory.managed_centres(client.claims.subject)
 
     async def _alerts_message(self, client: Client) -> dict[str, Any]:
         centres = self._manager_centres(client)
         active = [a for a in await self.alerts.active() if a.get("centre_id") in centres]
         recent = [a for a in await self.alerts.recent(200) if a.get("centre_id") in centres][:50]
-        return {"type": "alerts", "region": client.claims.subject, "alerts": active, "recent": recent}
+        return {"type": "alerts", "scope": client.claims.subject, "alerts": active, "recent": recent}
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         for client in list(self.manager_clients):

@@ -2,7 +2,7 @@
 
 - kiosk      -> ``centre``: the live board of that centre
 - technician -> ``staff_id``: that person's own award notifications (and their centre's board)
-- manager    -> ``region``: the boards of that region
+- manager    -> a region (or one centre): the SLA alerts of its centres
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class TokenError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Claims:
     kind: str
-    subject: str  # centre id (kiosk), staff id (technician) or region (manager)
+    subject: str  # centre id (kiosk), staff id (technician), region or centre id (manager)
     expires_at: int
     token_id: str
 

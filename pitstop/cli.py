@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="issue an access token for a kiosk, technician or manager")
     token.add_argument("kind", choices=["kiosk", "technician", "manager"])
-    token.add_argument("subject", help="centre id (kiosk), staff id (technician) or region (manager)")
+    token.add_argument("subject", help="centre id (kiosk), staff id (technician), or region or centre id (manager)")
     token.add_argument("--ttl-days", type=_positive, default=30.0)
 
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schema files")
@@ -288,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
         known = {
             "kiosk": args.subject in directory.centres,
             "technician": args.subject in directory.staff,
-            "manager": any(c.region == args.subject for c in directory.centres.values()),
+            "manager": bool(directory.managed_centres(args.subject)),
         }
         if not known[args.kind]:
             print(f"pitstop: no {args.kind} subject {args.subject!r} in {settings.directory_path}", file=sys.stderr)

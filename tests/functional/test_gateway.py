@@ -251,5 +251,11 @@ async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, na
     assert [a["alert_id"] for a in await board.active()] == ["al2", "al3", "al4"]
     with pytest.raises(TimeoutError):  # nothing else for the north: not al3, not al5, not al3 twice
         await asyncio.wait_for(north.recv(), 0.5)
-    await west.close()
-    await north.close()
+    # a workshop manager (a token for one centre) sees that centre only
+    workshop = await _open(gateway, "manager", "C02")
+    await _recv(workshop)
+    assert [a["alert_id"] for a in (await _recv(workshop))["alerts"]] == ["al3"]
+    await board.apply([(alert(6, "C01"), []), (alert(7, "C02"), [])], 0)
+    assert (await _recv(workshop))["alert"]["alert_id"] == "al7"
+    for ws in (west, north, workshop):
+        await ws.close()

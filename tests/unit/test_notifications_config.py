@@ -223,3 +223,13 @@ def test_digest_texts() -> None:
         "breaches_24h": 1,
         "date": "2026-12-01",
     }
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter(tmp_path: Path) -> None:
+    from agents.notify import backoff_s
+
+    config = _load(tmp_path, GOOD)  # first_delay 1s, max_delay 30s
+    for tries, base in ((1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (20, 30)):
+        waits = [backoff_s(tries, config) for _ in range(200)]  # type: ignore[arg-type]
+        assert base * 0.5 <= min(waits) and max(waits) <= base * 1.5
+        assert max(waits) - min(waits) > base * 0.2  # jittered, so retries of many do not line up

@@ -88,7 +88,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--limit", type=_count, help="stop after this many events")
 
     rebuild = sub.add_parser(
-        "rebuild", help="rebuild every league board (and the subjects retractions need) from the points ledger"
+        "rebuild",
+        help="rebuild every league board (and the subjects retractions need) from the points ledger, and the SLA "
+        "alert list and clocks from their topics",
     )
     rebuild.add_argument("--keep", action="store_true", help="do not clear the projection keys first")
 
@@ -355,22 +357,37 @@ def _rules_diff(settings: Settings, args: argparse.Namespace) -> int:
 async def _rebuild(settings: Settings, *, clear: bool) -> int:
     import redis.asyncio as aioredis
 
-    from state.rebuild import rebuild_from_ledger
+    from config.directory import load_directory
+    from config.sla import load_sla_policy
+    from state.rebuild import rebuild_from_ledger, rebuild_sla
     from streams.topics import active_topics
 
+    policy, directory = load_sla_policy(settings.sla_path), load_directory(settings.directory_path)
+    topics = await active_topics(settings)
     redis = aioredis.from_url(settings.redis_url)
     try:
         report = await rebuild_from_ledger(
             settings.bootstrap_servers,
-            (await active_topics(settings)).ledger,
+            topics.ledger,
             redis,
             settings.redis_namespace,
             clear=clear,
             subject_ttl_s=settings.subject_ttl_s,
         )
+        sla = await rebuild_sla(
+            settings.bootstrap_servers,
+            topics,
+            redis,
+            settings.redis_namespace,
+            policy,
+            directory,
+            clear=clear,
+            ttl_s=settings.subject_ttl_s,
+            stopped_ttl_s=settings.dedup_ttl_s,
+        )
     finally:
         await redis.aclose()
-    print(json.dumps(report.__dict__))
+    print(json.dumps({**report.__dict__, "sla": sla.__dict__}))
     return 0 if report.unreadable == 0 else 1
 
 

@@ -29,6 +29,7 @@ APPLY_LUA = (
     + """
 local ns, now, ttl, recent = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
+local quiet = ARGV[6] == 'quiet'  -- a rebuild: managers have seen these already
 local applied = {}
 for _, item in ipairs(batch) do
   local a = item.alert
@@ -42,7 +43,7 @@ for _, item in ipairs(batch) do
     end
     redis.call('LPUSH', ns .. ':sla:recent', body)
     redis.call('LTRIM', ns .. ':sla:recent', 0, recent - 1)
-    redis.call('PUBLISH', ns .. ':sla-alerts', body)
+    if not quiet then redis.call('PUBLISH', ns .. ':sla-alerts', body) end
     for _, d in ipairs(item.deliveries) do enqueue(ns, now, d) end
   end
 end
@@ -58,12 +59,16 @@ class AlertBoard:
         self.ttl_s = ttl_s
         self._apply = redis.register_script(APPLY_LUA)
 
-    async def apply(self, items: Sequence[tuple[Alert, Sequence[dict[str, Any]]]], now_ms: int) -> set[str]:
-        """Apply alerts with their deliveries; returns the ids of those that were new (applied now)."""
+    async def apply(
+        self, items: Sequence[tuple[Alert, Sequence[dict[str, Any]]]], now_ms: int, *, quiet: bool = False
+    ) -> set[str]:
+        """Apply alerts with their deliveries; returns the ids of those that were new (applied now).
+        ``quiet`` (a rebuild) publishes nothing."""
         if not items:
             return set()
         payload = orjson.dumps([{"alert": a.data, "deliveries": list(d)} for a, d in items])
-        found = await self._apply(args=[self.ns, now_ms, self.ttl_s, RECENT_ALERTS, payload])
+        mode = "quiet" if quiet else "live"
+        found = await self._apply(args=[self.ns, now_ms, self.ttl_s, RECENT_ALERTS, payload, mode])
         return {i.decode() if isinstance(i, bytes) else str(i) for i in found}
 
     async def active(self) -> list[dict[str, Any]]:

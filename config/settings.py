@@ -58,6 +58,9 @@ class Settings:
     gateway_port: int = 8765
     worker_metrics_port: int = 0
     token_secret: str = "pitstop-dev-secret-change-me-0123456789"
+    # Pages served from other origins that may open WebSockets here (scheme://host[:port]); the gateway's
+    # own pages are always allowed, every other origin refused.
+    allowed_origins: tuple[str, ...] = ()
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     push_hz: float = 10.0
@@ -113,6 +116,7 @@ class Settings:
             gateway_port=get("GATEWAY_PORT", d.gateway_port, _int_between(0, 65535)),
             worker_metrics_port=get("WORKER_METRICS_PORT", d.worker_metrics_port, _int_between(0, 65535)),
             token_secret=get("TOKEN_SECRET", d.token_secret, _secret),
+            allowed_origins=get("ALLOWED_ORIGINS", d.allowed_origins, _origins),
             broker_session_timeout_s=get(
                 "BROKER_SESSION_TIMEOUT_S", d.broker_session_timeout_s, _float_between(1, 300)
             ),
@@ -181,6 +185,15 @@ def _host(raw: str) -> str:
     if not re.match(r"^[A-Za-z0-9.\-:]+$", raw):
         raise ValueError("expected a host name or IP address")
     return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    found = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not re.match(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$", part):
+            raise ValueError(f"{part!r} is not an origin (scheme://host[:port], several separated by ',')")
+        found.append(part.lower())
+    return tuple(found)
 
 
 def _secret(raw: str) -> str:

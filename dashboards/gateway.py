@@ -11,9 +11,13 @@ pushes, per connected client:
 - manager: the open SLA alerts of the centres it covers (its region's, or its one centre), then each
   new alert and clear as it comes (``{ns}:sla-alerts``, published once per alert id by state.alerts).
 
-Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. Each client has a one-slot,
-latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a client
-that does not drain its socket within ``SEND_TIMEOUT_S`` is disconnected.
+Protocol: the client sends ``{"type": "auth", "token": ...}`` within 5 s. It may then ask for another
+view with ``{"type": "subscribe", "resource": "board:region:west:technician"}`` (a kiosk's region,
+state, nation or role views; a manager's narrower alert scope); dashboards.access decides, and anything
+it does not grant is refused with 4403. A revoked token is refused, and its open connections closed,
+within a moment (``{ns}:revocations``); a connection is closed when its token expires. Each client has
+a one-slot, latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a
+client that does not drain its socket within ``SEND_TIMEOUT_S`` is disconnected.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -42,8 +47,10 @@ from websockets.http11 import Request, Response
 
 from config.directory import Directory
 from config.settings import Settings
+from dashboards.access import ResourceError, allowed, parse_resource
 from dashboards.feed import BoardFeed, Delta
 from dashboards.tokens import Claims, TokenError, verify_token
+from state import revocations
 from state.alerts import AlertBoard
 from state.badges import summarize_badges
 from state.league import League, board_key
@@ -95,6 +102,8 @@ class Client:
     ws: ServerConnection
     claims: Claims
     board: str | None = None
+    view: tuple[str, str, str] | None = None  # the board's (scope, id, role), rolled to each new season
+    alert_scope: str | None = None  # a manager's narrower scope (a centre), if it asked for one
     deltas: dict[str, Delta] = field(default_factory=dict)
     messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_AWARDS))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,6 +139,7 @@ class Gateway:
         self.board_clients: dict[str, set[Client]] = {}
         self.staff_clients: dict[str, set[Client]] = {}
         self.manager_clients: set[Client] = set()
+        self.clients: set[Client] = set()  # every authenticated connection (revocation, expiry)
         self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
@@ -208,8 +218,10 @@ class Gateway:
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
-        """Same-origin pages only: the page must come from this gateway itself."""
-        return host is not None and origin.split("://", 1)[-1] == host
+        """The gateway's own pages, and the origins of PITSTOP_ALLOWED_ORIGINS; no other."""
+        if host is not None and origin.split("://", 1)[-1] == host:
+            return True
+        return origin.lower() in self.settings.allowed_origins
 
     # --- WebSocket --------------------------------------------------------------------------------
 
@@ -218,6 +230,7 @@ class Gateway:
         if claims is None:
             return
         client = Client(ws, claims)
+        self.clients.add(client)
         self.metrics.clients.labels(claims.kind).inc()
         sender = asyncio.create_task(self._send_loop(client))
         try:
@@ -226,6 +239,7 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            self.clients.discard(client)
             self.metrics.clients.labels(claims.kind).dec()
             self._unsubscribe(client)
             sender.cancel()
@@ -257,6 +271,13 @@ class Gateway:
         if not known[claims.kind]:
             await self._close(ws, CLOSE_FORBIDDEN, f"{claims.kind} token for an unknown {claims.kind} subject")
             return None
+        try:
+            revoked = await revocations.is_revoked(self.redis, self.settings.redis_namespace, claims.token_id)
+        except (RedisError, OSError):
+            revoked = True  # cannot tell: refuse (deny by default); the client reconnects with backoff
+        if revoked:
+            await self._close(ws, CLOSE_UNAUTHORIZED, "token revoked")
+            return None
         return claims
 
     async def _read_loop(self, client: Client) -> None:
@@ -273,6 +294,9 @@ class Gateway:
             kind = message.get("type") if message else None
             if kind == "resync" and client.board is not None:
                 await self._send_snapshot(client, client.board)
+            elif kind == "subscribe" and message is not None:
+                if not await self._subscribe_to(client, message.get("resource")):
+                    return
             elif kind == "pong":
                 continue
             else:
@@ -311,14 +335,50 @@ class Gateway:
 
     # --- subscriptions ----------------------------------------------------------------------------
 
+    async def _subscribe_to(self, client: Client, raw: object) -> bool:
+        """Switch the client to the resource it asks for, if its token grants it; False if it was closed."""
+        try:
+            resource = parse_resource(raw)
+        except ResourceError as exc:
+            await self._close(client.ws, CLOSE_BAD_MESSAGE, str(exc)[:120])
+            return False
+        if not allowed(client.claims, resource, self.directory):
+            await self._close(client.ws, CLOSE_FORBIDDEN, f"not allowed: {str(resource)[:100]}")
+            return False
+        if resource.kind == "board":
+            scope, scope_id, role = resource.parts
+            self._leave_board(client)
+            client.view = (scope, scope_id, role)
+            await self._join_board(client)
+        elif resource.kind == "alerts":
+            client.alert_scope = resource.parts[0]
+            client.offer(await self._alerts_message(client))
+        else:  # awards: a technician's own, which it has from connecting
+            client.offer({"type": "subscribed", "resource": str(resource)})
+        return True
+
+    async def _join_board(self, client: Client) -> None:
+        board = self._board_of(client)
+        client.board = board
+        self.board_clients.setdefault(board, set()).add(client)
+        await self._send_snapshot(client, board)
+
+    def _leave_board(self, client: Client) -> None:
+        if client.board is None:
+            return
+        clients = self.board_clients.get(client.board, set())
+        clients.discard(client)
+        if not clients:
+            self.board_clients.pop(client.board, None)
+            self.feeds.pop(client.board, None)
+        client.board = None
+
     async def _subscribe(self, client: Client) -> None:
         claims = client.claims
         client.offer({"type": "welcome", "kind": claims.kind, "subject": claims.subject})
         if claims.kind == "kiosk":
-            board = self._centre_board(claims.subject)
-            client.board = board
-            self.board_clients.setdefault(board, set()).add(client)
-            await self._send_snapshot(client, board)
+            client.view = ("centre", claims.subject, "all")
+            await self._join_board(client)
         elif claims.kind == "technician":
             self.staff_clients.setdefault(claims.subject, set()).add(client)
             recent = await self.league.recent_awards(claims.subject, 20)
@@ -329,23 +389,31 @@ class Gateway:
             client.offer(await self._alerts_message(client))
 
     def _unsubscribe(self, client: Client) -> None:
-        if client.board is not None:
-            clients = self.board_clients.get(client.board, set())
-            clients.discard(client)
-            if not clients:
-                self.board_clients.pop(client.board, None)
-                self.feeds.pop(client.board, None)
+        self._leave_board(client)
         if client.claims.kind == "technician":
             self.staff_clients.get(client.claims.subject, set()).discard(client)
         self.manager_clients.discard(client)
 
-    def _centre_board(self, centre_id: str) -> str:
-        centre = self.directory.centres[centre_id]
-        season = datetime.fromtimestamp(self.clock(), UTC).astimezone(centre.timezone).strftime("%Y-%m")
-        return board_key(season, "centre", centre_id)
+    def _board_of(self, client: Client) -> str:
+        """The board of the client's view for the current season, in the time zone of the token's centre
+        (a kiosk's, a technician's, a workshop manager's; a region's first centre for a regional one)."""
+        assert client.view is not None
+        scope, scope_id, role = client.view
+        centre = self.directory.centres.get(self._home_centre(client.claims))
+        zone = centre.timezone if centre else UTC
+        season = datetime.fromtimestamp(self.clock(), UTC).astimezone(zone).strftime("%Y-%m")
+        return board_key(season, scope, scope_id, role)
+
+    def _home_centre(self, claims: Claims) -> str:
+        if claims.kind == "technician":
+            person = self.directory.person(claims.subject)
+            return person.centre_id if person else ""
+        if claims.kind == "manager":
+            return min(self.directory.managed_centres(claims.subject), default="")
+        return claims.subject
 
     def _manager_centres(self, client: Client) -> set[str]:
-        return self.directory.managed_centres(client.claims.subject)
+        return self.directory.managed_centres(client.alert_scope or client.claims.subject)
 
     async def _alerts_message(self, client: Client) -> dict[str, Any]:
         centres = self._manager_centres(client)
@@ -371,15 +439,19 @@ class Gateway:
                 "board": board,
                 "seq": version,
                 "season": board.split(":")[1],
-                "scope": {"kind": "centre", "id": board.split(":")[3], "name": self._centre_name(board)},
+                "scope": {"kind": board.split(":")[2], "id": board.split(":")[3], "name": self._scope_name(board)},
+                "role": board.split(":")[4],
                 "entries": [self._entry(staff_id, points) for staff_id, points in rows],
                 "as_of": self._as_of(board),
             }
         )
 
-    def _centre_name(self, board: str) -> str:
-        centre = self.directory.centres.get(board.split(":")[3])
-        return centre.name if centre else board
+    def _scope_name(self, board: str) -> str:
+        _, _, scope, scope_id, _ = board.split(":")
+        if scope == "centre":
+            centre = self.directory.centres.get(scope_id)
+            return centre.name if centre else scope_id
+        return "India" if scope == "nation" else scope_id
 
     def _entry(self, staff_id: str, points: int) -> dict[str, Any]:
         person = self.directory.staff.get(staff_id)
@@ -409,11 +481,12 @@ class Gateway:
     async def _follow_changes(self) -> None:
         ns = self.settings.redis_namespace
         changes, awards, alerts = f"{ns}:board-changes", f"{ns}:awards", f"{ns}:sla-alerts"
+        revoked = revocations.channel(ns)
         delay = 0.1
         while not self._stopping.is_set():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(changes, awards, alerts)
+                await pubsub.subscribe(changes, awards, alerts, revoked)
                 await self._resnapshot_all()  # anything missed while (re)connecting
                 delay = 0.1
                 # get_message with a timeout, not listen(): a task blocked in redis-py's listen() can
@@ -423,6 +496,10 @@ class Gateway:
                     if message is None:
                         continue
                     channel = message["channel"].decode()
+                    if channel == revoked:
+                        token_id = message["data"].decode()
+                        await self._close_where(partial(_has_token_id, token_id), "token revoked")
+                        continue
                     data = orjson.loads(message["data"])
                     if channel == changes:
                         await self._on_board_change(data)
@@ -437,6 +514,12 @@ class Gateway:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _close_where(self, which: Callable[[Client], bool], reason: str) -> None:
+        """Close (4401) the connections whose token ``which`` picks: revoked, or expired."""
+        for client in [c for c in self.clients if which(c)]:
+            self.clients.discard(client)
+            await self._close(client.ws, CLOSE_UNAUTHORIZED, reason)
 
     async def _on_board_change(self, data: dict[str, Any]) -> None:
         board = data["board"]
@@ -478,7 +561,7 @@ class Gateway:
         """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
         interval = 1.0 / self.settings.push_hz
         last_heartbeat = self.clock()
-        last_season_check = self.clock()
+        last_season_check = last_expiry_check = self.clock()
         while True:
             await asyncio.sleep(interval)
             for board, feed in list(self.feeds.items()):
@@ -495,17 +578,25 @@ class Gateway:
             if now - last_season_check >= 10.0:
                 last_season_check = now
                 await self._roll_seasons()
+            if now - last_expiry_check >= 1.0:
+                last_expiry_check = now
+                await self._close_where(partial(_expired_by, now), "token expired")
 
     async def _roll_seasons(self) -> None:
-        """At midnight on the 1st (centre time) kiosks move to the new season's board."""
+        """At midnight on the 1st (centre time) every board view moves to the new season's board."""
         for board, clients in list(self.board_clients.items()):
             for client in list(clients):
-                current = self._centre_board(client.claims.subject) if client.claims.kind == "kiosk" else board
-                if current != board:
-                    self._unsubscribe(client)
-                    client.board = current
-                    self.board_clients.setdefault(current, set()).add(client)
-                    await self._send_snapshot(client, current)
+                if client.view is not None and self._board_of(client) != board:
+                    self._leave_board(client)
+                    await self._join_board(client)
+
+
+def _has_token_id(token_id: str, client: Client) -> bool:
+    return client.claims.token_id == token_id
+
+
+def _expired_by(now: float, client: Client) -> bool:
+    return client.claims.expires_at <= now
 
 
 def _parse(raw: str | bytes) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import jwt
 ALGORITHM = "HS256"
 KINDS = ("kiosk", "technician", "manager")
 ISSUER = "pitstop"
+MAX_TTL_S = 366 * 86400  # a token lives a year at most (a revocation is kept as long as a token can live)
 
 
 class TokenError(ValueError):
@@ -35,6 +36,8 @@ def issue_token(secret: str, kind: str, subject: str, *, ttl_s: int = 30 * 86400
         raise TokenError(f"unknown token kind {kind!r} (one of: {', '.join(KINDS)})")
     if not subject:
         raise TokenError("a token needs a subject (centre, staff id or region)")
+    if not 1 <= ttl_s <= MAX_TTL_S:
+        raise TokenError(f"a token lives from 1 s to {MAX_TTL_S // 86400} days (got {ttl_s} s)")
     issued = int(now if now is not None else time.time())
     claims = {
         "iss": ISSUER,

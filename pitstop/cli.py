@@ -94,10 +94,13 @@ def parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("--keep", action="store_true", help="do not clear the projection keys first")
 
-    token = sub.add_parser("token", help="issue an access token for a kiosk, technician or manager")
-    token.add_argument("kind", choices=["kiosk", "technician", "manager"])
+    token = sub.add_parser(
+        "token", help="issue an access token for a kiosk, technician or manager, or revoke one (token revoke T)"
+    )
+    token.add_argument("kind", choices=["kiosk", "technician", "manager", "revoke"])
     token.add_argument("subject", help="centre id (kiosk), staff id (technician), or region or centre id (manager)")
-    token.add_argument("--ttl-days", type=_positive, default=30.0)
+    token.add_argument("--ttl-days", type=_positive, default=30.0, help="how long it lives (at most 366 days)")
+    token.add_argument("--json", action="store_true", help="print the token with its id and expiry, as JSON")
 
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schema files")
     schemas.add_argument("--write", action="store_true", help="regenerate streams/schemas/*.json")
@@ -282,9 +285,11 @@ def _run(args: argparse.Namespace) -> int:
             f"{len(notifications.channels)} channels, {len(notifications.routes)} routes"
         )
         return 0
+    if args.command == "token" and args.kind == "revoke":
+        return asyncio.run(_revoke(settings, args.subject))
     if args.command == "token":
         from config.directory import load_directory
-        from dashboards.tokens import issue_token
+        from dashboards.tokens import TokenError, issue_token, verify_token
 
         directory = load_directory(settings.directory_path)
         known = {
@@ -295,7 +300,26 @@ def _run(args: argparse.Namespace) -> int:
         if not known[args.kind]:
             print(f"pitstop: no {args.kind} subject {args.subject!r} in {settings.directory_path}", file=sys.stderr)
             return 2
-        print(issue_token(settings.token_secret, args.kind, args.subject, ttl_s=int(args.ttl_days * 86400)))
+        try:
+            issued = issue_token(settings.token_secret, args.kind, args.subject, ttl_s=int(args.ttl_days * 86400))
+        except TokenError as exc:
+            print(f"pitstop: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            claims = verify_token(settings.token_secret, issued)
+            print(
+                json.dumps(
+                    {
+                        "token": issued,
+                        "id": claims.token_id,
+                        "kind": claims.kind,
+                        "subject": claims.subject,
+                        "expires_at": claims.expires_at,
+                    }
+                )
+            )
+        else:
+            print(issued)
         return 0
     if args.command == "simulate":
         from config.directory import load_directory
@@ -351,6 +375,36 @@ def _rules_diff(settings: Settings, args: argparse.Namespace) -> int:
     decoded = decode_sources(asyncio.run(read_sources(settings.bootstrap_servers, topics)), topics)
     diff = diff_packs(decoded, old_pack, new_pack, directory, season=args.season, centre=args.centre)
     print(json.dumps(diff.to_json()) if args.json else render(diff, args.limit))
+    return 0
+
+
+async def _revoke(settings: Settings, token_or_id: str) -> int:
+    """``pitstop token revoke T``: T is a token (its signature is checked) or a token id (``--json`` shows it)."""
+    import time
+
+    import redis.asyncio as aioredis
+
+    from dashboards.tokens import MAX_TTL_S, TokenError, verify_token
+    from state.revocations import revoke
+
+    if token_or_id.count(".") == 2:
+        try:
+            claims = verify_token(settings.token_secret, token_or_id)
+        except TokenError as exc:
+            print(f"pitstop: nothing to revoke: {exc}", file=sys.stderr)
+            return 2
+        token_id, expires_at = claims.token_id, claims.expires_at
+    elif re.fullmatch(r"[0-9a-f]{32}", token_or_id):
+        token_id, expires_at = token_or_id, int(time.time()) + MAX_TTL_S  # its expiry is unknown: the longest
+    else:
+        print("pitstop: give a token, or a token id (32 hex digits, from pitstop token --json)", file=sys.stderr)
+        return 2
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        done = await revoke(redis, settings.redis_namespace, token_id, expires_at)
+    finally:
+        await redis.aclose()
+    print(json.dumps({"revoked": token_id, "until": expires_at} if done else {"expired": token_id}))
     return 0
 
 

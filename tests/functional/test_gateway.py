@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -139,7 +140,7 @@ async def test_a_badge_earned_reaches_the_person_and_a_retraction_takes_it_back(
     [
         ({"type": "auth", "token": "not-a-jwt"}, 4401),
         ({"type": "auth", "token": issue_token("another-secret-0123456789-abcdefghij", "kiosk", "C01")}, 4401),
-        ({"type": "auth", "token": issue_token(SECRET, "kiosk", "C01", ttl_s=-10)}, 4401),
+        ({"type": "auth", "token": issue_token(SECRET, "kiosk", "C01", ttl_s=10, now=time.time() - 3600)}, 4401),
         ({"type": "auth", "token": issue_token(SECRET, "kiosk", "C99")}, 4403),
         ({"type": "auth", "token": issue_token(SECRET, "technician", "S9999")}, 4403),
         ({"type": "hello"}, 4400),

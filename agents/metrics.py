@@ -39,6 +39,7 @@ class WorkerMetrics:
     sla_alerts_applied: Counter
     notifications: Counter
     notifications_queued: Counter
+    consumer_lag: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -186,6 +187,13 @@ class WorkerMetrics:
                 "pitstop_notifications_queued_total",
                 "Notification deliveries queued, by message kind",
                 ["kind"],
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "pitstop_consumer_lag_records",
+                "Records on a partition not yet processed by this worker (the fetch's high watermark minus the "
+                "next offset), per agent's topic and partition, after each batch",
+                ["topic", "partition"],
                 registry=registry,
             ),
             stream_time=Gauge(

@@ -477,6 +477,20 @@ class Scorer:
                 delay = min(delay * 2, 5.0)
 
 
+def _observe_lag(app: faust.App, metrics: WorkerMetrics, events: Sequence[Any]) -> None:
+    """After a batch: how far each of its partitions still is from the end the last fetch saw."""
+    last: dict[Any, int] = {}
+    for event in events:
+        last[event.message.tp] = max(last.get(event.message.tp, -1), event.message.offset)
+    for tp, offset in last.items():
+        try:
+            highwater = app.consumer.highwater(tp)
+        except (KeyError, AttributeError, AssertionError):  # not fetched yet
+            continue
+        if highwater is not None:
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, int(highwater) - offset - 1))
+
+
 def _source_record(event: Any) -> SourceRecord:
     m = event.message
     return SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
@@ -597,6 +611,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
             await scorer.score([_source_record(e) for e in events])
             for event in events:  # in offset order, only once the effects are durable
                 await manual.ack(event)
+            _observe_lag(app, metrics, events)
 
     @app.agent(alerts_topic, name="alerts")
     async def alerts(stream: Any) -> None:
@@ -605,6 +620,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
             await scorer.apply_alerts([_source_record(e) for e in events])
             for event in events:
                 await manual.ack(event)
+            _observe_lag(app, metrics, events)
 
     @app.agent(ledger_topic, name="project")
     async def project(stream: Any) -> None:
@@ -615,6 +631,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
                 await scorer.project(records)
             for event in events:
                 await manual.ack(event)
+            _observe_lag(app, metrics, events)
 
     return app, scorer
 

@@ -388,3 +388,31 @@ async def test_contests_tiers_and_past_boards_from_the_commands(stack: Stack, tm
 
     bad = stack.run_cli("contest", "no-such-contest", env=env)
     assert bad.returncode == 2 and "no contest 'no-such-contest'" in bad.stderr
+
+
+async def test_live_metrics_pass_promtool(stack: Stack) -> None:
+    """What the running worker and gateway expose, samples and all, passes `promtool check metrics`; the
+    worker reports its consumer lag per topic and partition."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's prometheus package (./dev test does)")
+    await stack.produce(_jobcard(f"metrics-{uuid.uuid4().hex[:6]}", _now()))
+
+    def scrape(port: int) -> str:
+        return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+
+    def worker_with_lag() -> str | None:
+        text = scrape(stack.worker_metrics_port)
+        return text if "pitstop_consumer_lag_records{" in text else None
+
+    worker = await stack.wait_for("the worker's consumer lag", worker_with_lag, timeout=30)
+    for text in (worker, scrape(stack.gateway_port)):
+        result = await asyncio.to_thread(check, text)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -20,6 +20,7 @@ DEFAULT_RULES = CONFIG_DIR / "rules" / "default.yaml"
 DEFAULT_PROGRAMME = CONFIG_DIR / "programmes" / "default.yaml"
 DEFAULT_SLA = CONFIG_DIR / "sla" / "default.yaml"
 DEFAULT_NOTIFICATIONS = CONFIG_DIR / "notifications" / "default.yaml"
+DEFAULT_THEME = CONFIG_DIR / "theme" / "default.yaml"
 
 T = TypeVar("T")
 
@@ -37,6 +38,7 @@ class Settings:
     programme_path: Path = DEFAULT_PROGRAMME  # tiers and contests (config/programme.py)
     sla_path: Path = DEFAULT_SLA  # SLA policies, business hours, holidays (config/sla.py)
     notifications_path: Path = DEFAULT_NOTIFICATIONS  # channels and routes (config/notifications.py)
+    theme_path: Path = DEFAULT_THEME  # the pages' title, logo and colours (config/theme.py)
     sla_tick_s: float = 1.0  # how often the leader fires SLA alerts that are due (and digests)
     topic_prefix: str = ""
     redis_namespace: str = "pitstop"
@@ -98,6 +100,7 @@ class Settings:
             programme_path=get("PROGRAMME", d.programme_path, _existing_path),
             sla_path=get("SLA", d.sla_path, _existing_path),
             notifications_path=get("NOTIFICATIONS", d.notifications_path, _existing_path),
+            theme_path=get("THEME", d.theme_path, _existing_path),
             sla_tick_s=get("SLA_TICK_S", d.sla_tick_s, _float_between(0.1, 60)),
             topic_prefix=get("TOPIC_PREFIX", d.topic_prefix, _name),
             redis_namespace=get("REDIS_NAMESPACE", d.redis_namespace, _name),

@@ -4,8 +4,9 @@ One process serves the static pages, ``/metrics``, ``/healthz`` and the ``/ws`` 
 Redis pub/sub (``{ns}:board-changes`` and ``{ns}:awards``, published by the league's Lua script) and
 pushes, per connected client:
 
-- kiosk: a snapshot of its centre's board for the current season, then sequenced deltas, at most
-  ``push_hz`` per second;
+- kiosk: a snapshot of its centre's board for the current season (or the view it asks for), then
+  sequenced deltas, at most ``push_hz`` per second, and a ticker of the newest awards on that board
+  (at most five a push, each with its "why");
 - technician: its own award notifications, each with its "why", and the badges it holds (again after
   each notification that may earn or take back a badge);
 - manager: the open SLA alerts of the centres it covers (its region's, or its one centre), then each
@@ -47,6 +48,7 @@ from websockets.http11 import Request, Response
 
 from config.directory import Directory
 from config.settings import Settings
+from config.theme import DEFAULT_COLOURS, Theme, load_theme
 from dashboards.access import ResourceError, allowed, parse_resource
 from dashboards.feed import BoardFeed, Delta
 from dashboards.tokens import Claims, TokenError, verify_token
@@ -66,6 +68,7 @@ STOP_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 4096
 MAX_CLIENT_MESSAGES_PER_S = 20
 MAX_QUEUED_AWARDS = 100
+TICKER_PER_PUSH = 5  # a kiosk's ticker gets at most this many awards per push (the newest)
 
 # Close codes (4000-4999 are the application's own).
 CLOSE_BAD_MESSAGE = 4400
@@ -104,6 +107,7 @@ class Client:
     board: str | None = None
     view: tuple[str, str, str] | None = None  # the board's (scope, id, role), rolled to each new season
     alert_scope: str | None = None  # a manager's narrower scope (a centre), if it asked for one
+    ticker: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TICKER_PER_PUSH))
     deltas: dict[str, Delta] = field(default_factory=dict)
     messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_AWARDS))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -127,6 +131,7 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        theme: Theme | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -140,6 +145,8 @@ class Gateway:
         self.staff_clients: dict[str, set[Client]] = {}
         self.manager_clients: set[Client] = set()
         self.clients: set[Client] = set()  # every authenticated connection (revocation, expiry)
+        self.ticker_pending: set[Client] = set()
+        self.theme = theme or Theme("pitstop-default", "Pitstop League", dict(DEFAULT_COLOURS))
         self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
@@ -204,6 +211,12 @@ class Gateway:
             return _response(HTTPStatus.OK, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path == "/healthz":
             return _response(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
+        if path == "/theme.css":
+            return _response(HTTPStatus.OK, self.theme.css().encode(), "text/css; charset=utf-8")
+        if path == "/theme/logo":
+            if self.theme.logo is None:
+                return connection.respond(HTTPStatus.NOT_FOUND, "no logo\n")
+            return _response(HTTPStatus.OK, self.theme.logo, self.theme.logo_type)
         pages = {
             "/": "kiosk.html",
             "/kiosk": "kiosk.html",
@@ -375,7 +388,21 @@ class Gateway:
 
     async def _subscribe(self, client: Client) -> None:
         claims = client.claims
-        client.offer({"type": "welcome", "kind": claims.kind, "subject": claims.subject})
+        welcome: dict[str, Any] = {
+            "type": "welcome",
+            "kind": claims.kind,
+            "subject": claims.subject,
+            "title": self.theme.title,
+        }
+        centre = self.directory.centre(self._home_centre(claims))
+        if claims.kind == "kiosk" and centre is not None:  # the views a kiosk may switch to (add :ROLE)
+            welcome["views"] = {
+                "centre": f"board:centre:{centre.id}",
+                "region": f"board:region:{centre.region}",
+                "state": f"board:state:{centre.state}",
+                "nation": "board:nation:all",
+            }
+        client.offer(welcome)
         if claims.kind == "kiosk":
             client.view = ("centre", claims.subject, "all")
             await self._join_board(client)
@@ -393,6 +420,7 @@ class Gateway:
         if client.claims.kind == "technician":
             self.staff_clients.get(client.claims.subject, set()).discard(client)
         self.manager_clients.discard(client)
+        self.ticker_pending.discard(client)
 
     def _board_of(self, client: Client) -> str:
         """The board of the client's view for the current season, in the time zone of the token's centre
@@ -533,6 +561,8 @@ class Gateway:
             await self._resnapshot(board)
 
     async def _on_award(self, data: dict[str, Any]) -> None:
+        if data.get("type") == "award" and int(data.get("points") or 0) > 0:
+            self._to_tickers(data)
         staff_id = str(data.get("staff_id"))
         clients = list(self.staff_clients.get(staff_id, ()))
         for client in clients:
@@ -541,6 +571,27 @@ class Gateway:
             badges = await self._badges_message(staff_id)
             for client in clients:
                 client.offer(badges)
+
+    def _to_tickers(self, data: dict[str, Any]) -> None:
+        """An award, for the tickers of the kiosks whose board it counts on (name, points, why)."""
+        centre = self.directory.centre(str(data.get("centre_id")))
+        if centre is None:
+            return
+        covers = {("centre", centre.id), ("region", centre.region), ("state", centre.state), ("nation", "all")}
+        person = self.directory.person(str(data.get("staff_id")))
+        item = {
+            "name": person.name if person else data.get("staff_id"),
+            "points": data.get("points"),
+            "why": data.get("why"),
+            "badge": (data.get("badge") or {}).get("name"),
+        }
+        for board, clients in self.board_clients.items():
+            _, _, scope, scope_id, role = board.split(":")
+            if (scope, scope_id) in covers and role in ("all", person.role if person else None):
+                for client in clients:
+                    if client.claims.kind == "kiosk":
+                        client.ticker.append(item)
+                        self.ticker_pending.add(client)
 
     async def _badges_message(self, staff_id: str) -> dict[str, Any]:
         held = summarize_badges(await self.league.badges(staff_id))
@@ -569,6 +620,10 @@ class Gateway:
                 if delta is not None:
                     for client in self.board_clients.get(board, ()):
                         client.offer_delta(delta)
+            for client in self.ticker_pending:
+                client.offer({"type": "ticker", "items": list(client.ticker)})
+                client.ticker.clear()
+            self.ticker_pending.clear()
             now = self.clock()
             if now - last_heartbeat >= HEARTBEAT_S:
                 last_heartbeat = now
@@ -619,8 +674,9 @@ async def run_gateway(settings: Settings) -> None:
     from config.directory import load_directory
 
     directory = load_directory(settings.directory_path)
+    theme = load_theme(settings.theme_path)
     redis = aioredis.from_url(settings.redis_url)
-    gateway = Gateway(settings, directory, redis)
+    gateway = Gateway(settings, directory, redis, theme=theme)
     port = await gateway.start()
     log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.bind_host, port)
     print(f"GATEWAY_PORT={port}", flush=True)

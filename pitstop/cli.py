@@ -264,8 +264,10 @@ def _run(args: argparse.Namespace) -> int:
         from config.notifications import load_notifications
         from config.programme import load_programme
         from config.sla import load_sla_policy
+        from config.theme import load_theme
 
         directory = load_directory(settings.directory_path)
+        theme = load_theme(settings.theme_path)
         pack = load_rule_pack(settings.rules_path)
         programme = load_programme(settings.programme_path, frozenset(r.id for r in pack.rules))
         sla = load_sla_policy(settings.sla_path)
@@ -284,6 +286,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{settings.notifications_path}: notifications {notifications.name} v{notifications.version}, "
             f"{len(notifications.channels)} channels, {len(notifications.routes)} routes"
         )
+        print(f"{settings.theme_path}: theme {theme.name}, title {theme.title!r}, logo {'yes' if theme.logo else 'no'}")
         return 0
     if args.command == "token" and args.kind == "revoke":
         return asyncio.run(_revoke(settings, args.subject))

@@ -150,7 +150,11 @@ async def _run(minutes: float, rate: float, broker: Service, redis_service: Serv
         for proc in procs.values():
             proc.terminate()
         for proc in procs.values():
-            proc.wait(20)
+            try:  # longer than the worker's own bounded shutdown (20 s), after which it exits by itself
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main(*, as_json: bool, minutes: float, rate: float) -> int:

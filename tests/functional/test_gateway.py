@@ -84,12 +84,16 @@ async def test_kiosk_gets_snapshot_then_coalesced_sequenced_deltas(gateway: Gate
     assert [(e["staff_id"], e["points"], e["name"]) for e in snapshot["entries"]] == [("S0001", 10, "Ayaan Gupta")]
     for n in range(1, 21):  # 20 changes in one burst
         await league.apply([LedgerRecord(0, n, _award("S0002" if n % 2 else "S0001", 5, n))])
-    deltas = []
+    deltas, tickers = [], []
     while not deltas or deltas[-1]["seq"] < 21:
         message = await _recv(kiosk)
-        assert message["type"] == "delta"
-        deltas.append(message)
+        assert message["type"] in ("delta", "ticker")
+        (deltas if message["type"] == "delta" else tickers).append(message)
     assert len(deltas) < 20  # coalesced to the push tick, not one per change
+    # the ticker carries the newest awards with their why, at most five a push
+    assert tickers and all(1 <= len(t["items"]) <= 5 for t in tickers)
+    assert {i["why"] for t in tickers for i in t["items"]} <= {f"Recognised: good work {n}" for n in range(1, 21)}
+    assert {i["name"] for t in tickers for i in t["items"]} <= {"Ayaan Gupta", "Deepak Pillai"}
     assert deltas[0]["prev_seq"] <= 1 and all(a["seq"] == b["prev_seq"] for a, b in itertools.pairwise(deltas))
     final = {e["staff_id"]: e["points"] for d in deltas for e in d["entries"]}
     assert final == {"S0001": 60, "S0002": 50}

@@ -1,0 +1,130 @@
+"""The pages people look at, in Debian's Chromium against a running stack: the kiosk updates when an
+event is produced (and shows its region's technician view), the technician sees the toast with its
+"why", the manager sees an SLA alert appear. Screenshots go to test-artifacts/ and docs/screenshots/."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.kiosk_probe import CHROMIUM, CHROMIUM_ARGS, ROOT
+from tests.conftest import seconds
+from tests.integration.conftest import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS = ROOT / "docs" / "screenshots"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (./dev test does)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def _shot(name: str) -> list[Path]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    return [ARTIFACTS / f"{name}.png", DOCS / f"{name}.png"]
+
+
+async def _save(page: Any, name: str) -> None:
+    for path in _shot(name):
+        await page.screenshot(path=str(path))
+
+
+def _csat(staff: str, role: str, rating: int = 5) -> dict[str, Any]:
+    n = uuid.uuid4().hex[:8]
+    return {
+        "event_id": f"page-{n}",
+        "type": "survey.csat",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "centre_id": "C01",
+        "people": [{"staff_id": staff, "role": role}],
+        "customer_ref": "cust_a81f30c2",
+        "survey_id": f"SV-page-{n}",
+        "subject_kind": "jobcard",
+        "subject_id": f"JC-page-{n}",
+        "rating": rating,
+    }
+
+
+async def test_the_kiosk_updates_live_and_shows_its_region_view(stack: Stack, browser: Any) -> None:
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    base = f"http://127.0.0.1:{stack.gateway_port}"
+    await page.goto(f"{base}/kiosk?token={stack.token('kiosk', 'C01')}")
+    await page.wait_for_function("document.getElementById('centre').textContent === 'Pitstop Andheri'")
+    assert await page.text_content("#title") == "Pitstop League"  # from the theme
+    survey = _csat("S0001", "technician")
+    await stack.produce(survey)
+    row = page.locator("#rows tr", has_text="Ayaan Gupta")
+    await row.wait_for(timeout=seconds(30) * 1000)
+    ticker = page.locator("#ticker span", has_text="Ayaan Gupta")
+    await ticker.wait_for(timeout=seconds(30) * 1000)
+    assert await ticker.text_content() == f"Ayaan Gupta +25 Five-star rating on jobcard {survey['subject_id']}"
+    await stack.produce(_csat("S0002", "technician"), _csat("S0002", "technician"))
+    await page.locator("#movers li", has_text="Deepak Pillai").wait_for(timeout=seconds(30) * 1000)
+    await _save(page, "kiosk")
+
+    region = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    await region.goto(f"{base}/kiosk?token={stack.token('kiosk', 'C01')}&view=region&role=technician")
+    await region.wait_for_function("document.getElementById('centre').textContent === 'west'")
+    assert await region.text_content("#view") == "region · Technician"
+    await region.locator("#rows tr", has_text="Ayaan Gupta").wait_for(timeout=seconds(30) * 1000)
+    await page.close()
+    await region.close()
+
+
+async def test_the_technician_sees_the_toast_with_its_why(stack: Stack, browser: Any) -> None:
+    page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    await page.goto(f"http://127.0.0.1:{stack.gateway_port}/technician?token={stack.token('technician', 'S0003')}")
+    await page.wait_for_function("document.getElementById('who').textContent === 'S0003'")
+    await stack.produce(_csat("S0003", "technician"))
+    toast = page.locator("#toast")
+    await toast.wait_for(state="visible", timeout=seconds(30) * 1000)
+    text = await toast.text_content() or ""
+    assert text.startswith("+") and "·" in text  # points, then the why
+    first = page.locator("#awards li").first
+    assert (await first.text_content() or "").endswith(text.split(" · ", 1)[1].split(" · badge")[0])
+    await _save(page, "technician")
+    await page.close()
+
+
+async def test_the_manager_sees_an_sla_alert_appear(stack: Stack, browser: Any) -> None:
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(f"http://127.0.0.1:{stack.gateway_port}/manager?token={stack.token('manager', 'west')}")
+    await page.wait_for_function("document.getElementById('who').textContent === 'west'")
+    ticket = f"TK-page-{uuid.uuid4().hex[:6]}"
+    opened = datetime.now(UTC) - timedelta(minutes=13)  # P1: 15 minutes, near breach at 12
+    await stack.produce(
+        {
+            "event_id": f"open-{ticket}",
+            "type": "ticket.opened",
+            "occurred_at": opened.isoformat(),
+            "centre_id": "C01",
+            "people": [{"staff_id": "S0012", "role": "support_agent"}],
+            "customer_ref": "cust_a81f30c2",
+            "ticket_id": ticket,
+            "priority": "P1",
+            "channel": "phone",
+        }
+    )
+    alert = page.locator("#open li", has_text=ticket)
+    await alert.wait_for(timeout=seconds(30) * 1000)
+    assert "Near breach" in (await alert.text_content() or "")
+    await _save(page, "manager")
+    await page.close()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from config.loading import ConfigError, Located, load_yaml
-from streams.contract import ROLES
+from streams.contract import KPI_METRICS, ROLES
 
 SCOPES = ("centre", "region", "state", "nation")
 METRICS = ("points", "awards", "amount")
@@ -52,6 +52,8 @@ class Programme:
     tiers: tuple[Tier, ...]  # lowest first
     contests: tuple[Contest, ...]
     source: str = ""
+    # KPI targets per role, shown to each person against their month so far: role -> metric -> target
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def contest(self, contest_id: str) -> Contest | None:
         return next((c for c in self.contests if c.id == contest_id), None)
@@ -65,7 +67,7 @@ def load_programme(path: Path, rule_ids: frozenset[str] | None = None) -> Progra
     if not isinstance(document, dict):
         raise ConfigError(path, 1, "expected a mapping with 'programme', 'version', 'tiers' and 'contests'")
     top = Located(document, path, 1)
-    unknown = sorted(map(str, set(document) - {"programme", "version", "tiers", "contests"}))
+    unknown = sorted(map(str, set(document) - {"programme", "version", "tiers", "contests", "targets"}))
     if unknown:
         raise top.error(f"unknown top-level key(s): {', '.join(unknown)}")
     name = document.get("programme")
@@ -94,7 +96,28 @@ def load_programme(path: Path, rule_ids: frozenset[str] | None = None) -> Progra
                 path, contest.line, f"contest {contest.id}: no rule {', '.join(unknown_rules)} in the rule pack"
             )
         contests.append(contest)
-    return Programme(name, version, tiers, tuple(contests), str(path))
+    return Programme(name, version, tiers, tuple(contests), str(path), _targets(top, document, lines, path))
+
+
+def _targets(top: Located, document: dict[str, Any], lines: dict[int, int], path: Path) -> dict[str, dict[str, float]]:
+    """``targets: {ROLE: {KPI metric: number}}``: what each role aims for in a month (KPIs in docs/kpis.md)."""
+    raw = document.get("targets", {})
+    if not isinstance(raw, dict):
+        raise top.error("'targets' must map roles to their KPI targets, e.g. {technician: {csat_mean: 4.5}}")
+    found: dict[str, dict[str, float]] = {}
+    for role, metrics in raw.items():
+        where = Located(metrics if isinstance(metrics, dict) else {}, path, lines.get(id(metrics), top.line))
+        if role not in ROLES:
+            raise where.error(f"targets: unknown role {role!r} (one of: {', '.join(ROLES)})")
+        if not isinstance(metrics, dict) or not metrics:
+            raise where.error(f"targets for {role} must map KPI metrics to numbers")
+        for metric, value in metrics.items():
+            if metric not in KPI_METRICS:
+                raise where.error(f"targets for {role}: unknown KPI {metric!r} (see docs/kpis.md)")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise where.error(f"targets for {role}: {metric} must be a number, got {value!r}")
+        found[str(role)] = {str(m): float(v) for m, v in metrics.items()}
+    return found
 
 
 def _whole(row: Located, value: Any, low: int, high: int, message: str) -> int:

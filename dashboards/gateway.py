@@ -46,15 +46,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from agents.kpi import Window
 from config.directory import Directory
+from config.programme import Programme, load_programme
 from config.settings import Settings
 from config.theme import DEFAULT_COLOURS, Theme, load_theme
 from dashboards.access import ResourceError, allowed, parse_resource
 from dashboards.feed import BoardFeed, Delta
+from dashboards.me import summary
 from dashboards.tokens import Claims, TokenError, verify_token
 from state import revocations
 from state.alerts import AlertBoard
 from state.badges import summarize_badges
+from state.kpi import KpiStore
 from state.league import League, board_key
 
 log = logging.getLogger("pitstop.gateway")
@@ -132,6 +136,7 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.time,
         theme: Theme | None = None,
+        programme: Programme | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -147,6 +152,8 @@ class Gateway:
         self.clients: set[Client] = set()  # every authenticated connection (revocation, expiry)
         self.ticker_pending: set[Client] = set()
         self.theme = theme or Theme("pitstop-default", "Pitstop League", dict(DEFAULT_COLOURS))
+        self.programme = programme  # tiers and KPI targets for a person's own page (None: neither)
+        self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
         self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
@@ -411,6 +418,7 @@ class Gateway:
             recent = await self.league.recent_awards(claims.subject, 20)
             client.offer({"type": "recent", "awards": recent})
             client.offer(await self._badges_message(claims.subject))
+            client.offer(await self._me_message(claims.subject))
         elif claims.kind == "manager":
             self.manager_clients.add(client)
             client.offer(await self._alerts_message(client))
@@ -571,6 +579,32 @@ class Gateway:
             badges = await self._badges_message(staff_id)
             for client in clients:
                 client.offer(badges)
+        if clients:
+            me = await self._me_message(staff_id)
+            for client in clients:
+                client.offer(me)
+
+    async def _me_message(self, staff_id: str) -> dict[str, Any]:
+        """The person's standing: today, this month, rank and neighbours, next tier, KPIs vs targets."""
+        person = self.directory.staff[staff_id]
+        centre = self.directory.centres[person.centre_id]
+        today = datetime.fromtimestamp(self.clock(), UTC).astimezone(centre.timezone).date()
+        _, rows = await self.league.board(board_key(today.strftime("%Y-%m"), "centre", centre.id))
+        recent = await self.league.recent_awards(staff_id, 50)
+        targets = self.programme.targets.get(person.role, {}) if self.programme else {}
+        kpis = await self.kpi.window_kpis("p", staff_id, Window.of("month", today)) if targets else {}
+        names = {s: self.directory.staff[s].name for s, _ in rows if s in self.directory.staff}
+        return summary(
+            staff_id,
+            rows=rows,
+            names=names,
+            recent=recent,
+            today=today,
+            zone=centre.timezone,
+            tiers=self.programme.tiers if self.programme else (),
+            kpis=kpis,
+            targets=targets,
+        )
 
     def _to_tickers(self, data: dict[str, Any]) -> None:
         """An award, for the tickers of the kiosks whose board it counts on (name, points, why)."""
@@ -675,8 +709,9 @@ async def run_gateway(settings: Settings) -> None:
 
     directory = load_directory(settings.directory_path)
     theme = load_theme(settings.theme_path)
+    programme = load_programme(settings.programme_path)
     redis = aioredis.from_url(settings.redis_url)
-    gateway = Gateway(settings, directory, redis, theme=theme)
+    gateway = Gateway(settings, directory, redis, theme=theme, programme=programme)
     port = await gateway.start()
     log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.bind_host, port)
     print(f"GATEWAY_PORT={port}", flush=True)

@@ -109,10 +109,18 @@ async def test_technician_gets_own_awards_with_why_only(gateway: Gateway, namesp
     recent = await _recv(me)
     assert recent["type"] == "recent" and [a["award_id"] for a in recent["awards"]] == ["a0"]
     assert await _recv(me) == {"type": "badges", "badges": []}
+    standing = await _recv(me)
+    assert standing["type"] == "me" and (standing["month_points"], standing["rank"], standing["of"]) == (10, 1, 1)
     await league.apply([LedgerRecord(0, 1, _award("S0002", 7, 1)), LedgerRecord(0, 2, _award("S0001", 9, 2))])
     award = await _recv(me)
     assert award["type"] == "award" and award["award_id"] == "a2" and award["points"] == 9
     assert award["why"] == "Recognised: good work 2"
+    standing = await _recv(me)  # the standing again, after the person's own award only
+    assert standing["type"] == "me" and (standing["month_points"], standing["rank"], standing["of"]) == (19, 1, 2)
+    assert [(n["staff_id"], n["points"], n["me"]) for n in standing["neighbours"]] == [
+        ("S0001", 19, True),
+        ("S0002", 7, False),
+    ]
     await me.close()
 
 
@@ -123,7 +131,7 @@ async def test_a_badge_earned_reaches_the_person_and_a_retraction_takes_it_back(
     (in full) sends the badges again, without it."""
     league = League(gateway.redis, namespace)
     me = await _open(gateway, "technician", "S0001")
-    assert [(await _recv(me))["type"] for _ in range(3)] == ["welcome", "recent", "badges"]
+    assert [(await _recv(me))["type"] for _ in range(4)] == ["welcome", "recent", "badges", "me"]
     star = Badge("csat-star", "CSAT star")
     earned = replace(_award("S0001", 100, 0), badge=star)
     await league.apply([LedgerRecord(0, 0, earned)])
@@ -132,10 +140,12 @@ async def test_a_badge_earned_reaches_the_person_and_a_retraction_takes_it_back(
     (held,) = (await _recv(me))["badges"]
     assert (held["badge"], held["name"], held["count"]) == ("csat-star", "CSAT star", 1)
     assert [e["award_id"] for e in held["earned"]] == ["a0"]
+    assert (await _recv(me))["type"] == "me"
     retraction = replace(_award("S0001", -100, 1), kind="retraction", retracts="a0")
     await league.apply([LedgerRecord(0, 1, retraction)])
     assert (await _recv(me))["type"] == "retraction"
     assert await _recv(me) == {"type": "badges", "badges": []}
+    assert (await _recv(me))["month_points"] == 0
     await me.close()
 
 

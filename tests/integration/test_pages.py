@@ -100,6 +100,12 @@ async def test_the_technician_sees_the_toast_with_its_why(stack: Stack, browser:
     assert text.startswith("+") and "·" in text  # points, then the why
     first = page.locator("#awards li").first
     assert (await first.text_content() or "").endswith(text.split(" · ", 1)[1].split(" · badge")[0])
+    # the standing follows the award: points this month, rank, neighbours, tier progress, KPI targets
+    await page.wait_for_function("document.getElementById('month').textContent !== '0'")
+    assert (await page.text_content("#rank") or "").startswith("#")
+    assert await page.locator("#neighbours li.me").count() == 1
+    assert "points to Silver Partner" in (await page.text_content("#tier") or "")
+    assert await page.locator("#kpis li").count() == 3  # the technician targets of the default programme
     await _save(page, "technician")
     await page.close()
 

@@ -53,6 +53,7 @@ from config.settings import Settings
 from config.theme import DEFAULT_COLOURS, Theme, load_theme
 from dashboards.access import ResourceError, allowed, parse_resource
 from dashboards.feed import BoardFeed, Delta
+from dashboards.manager_kpis import manager_kpis
 from dashboards.me import summary
 from dashboards.tokens import Claims, TokenError, verify_token
 from state import revocations
@@ -67,6 +68,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 AUTH_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
+KPIS_EVERY_S = 60.0  # how often managers get their KPI dashboard again
 CLOSE_TIMEOUT_S = 2.0
 STOP_TIMEOUT_S = 5.0
 MAX_MESSAGE_BYTES = 4096
@@ -422,6 +424,7 @@ class Gateway:
         elif claims.kind == "manager":
             self.manager_clients.add(client)
             client.offer(await self._alerts_message(client))
+            client.offer(await self._kpis_message(client))
 
     def _unsubscribe(self, client: Client) -> None:
         self._leave_board(client)
@@ -456,6 +459,21 @@ class Gateway:
         active = [a for a in await self.alerts.active() if a.get("centre_id") in centres]
         recent = [a for a in await self.alerts.recent(200) if a.get("centre_id") in centres][:50]
         return {"type": "alerts", "scope": client.claims.subject, "alerts": active, "recent": recent}
+
+    async def _kpis_message(self, client: Client) -> dict[str, Any]:
+        centres = self._manager_centres(client)
+        zone = self.directory.centres[min(centres)].timezone
+        today = datetime.fromtimestamp(self.clock(), UTC).astimezone(zone).date()
+        return await manager_kpis(self.kpi, self.league, self.directory, centres, today)
+
+    async def _refresh_kpis(self) -> None:
+        """Each manager's dashboard again, computed once per scope."""
+        done: dict[frozenset[str], dict[str, Any]] = {}
+        for client in list(self.manager_clients):
+            scope = frozenset(self._manager_centres(client))
+            if scope not in done:
+                done[scope] = await self._kpis_message(client)
+            client.offer(done[scope])
 
     def _on_alert(self, alert: dict[str, Any]) -> None:
         for client in list(self.manager_clients):
@@ -646,7 +664,7 @@ class Gateway:
         """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
         interval = 1.0 / self.settings.push_hz
         last_heartbeat = self.clock()
-        last_season_check = last_expiry_check = self.clock()
+        last_season_check = last_expiry_check = last_kpis = self.clock()
         while True:
             await asyncio.sleep(interval)
             for board, feed in list(self.feeds.items()):
@@ -667,6 +685,12 @@ class Gateway:
             if now - last_season_check >= 10.0:
                 last_season_check = now
                 await self._roll_seasons()
+            if now - last_kpis >= KPIS_EVERY_S:
+                last_kpis = now
+                try:
+                    await self._refresh_kpis()
+                except (RedisError, OSError) as exc:
+                    log.warning("manager KPIs not refreshed (%r)", exc)
             if now - last_expiry_check >= 1.0:
                 last_expiry_check = now
                 await self._close_where(partial(_expired_by, now), "token expired")

@@ -250,9 +250,15 @@ async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, na
     assert (await _recv(west))["type"] == "welcome"
     opening = await _recv(west)
     assert opening["type"] == "alerts" and [a["alert_id"] for a in opening["alerts"]] == ["al1"]
+    dashboard = await _recv(west)  # the KPI dashboard of the region's centres
+    assert dashboard["type"] == "kpis" and [s["id"] for s in dashboard["sites"]] == sorted(
+        c.id for c in DIRECTORY.centres.values() if c.region == "west"
+    )
+    assert len(dashboard["csat_trend"]) == 14
     north = await _open(gateway, "manager", "north")
     await _recv(north)
     assert [a["alert_id"] for a in (await _recv(north))["alerts"]] == ["al2"]
+    assert (await _recv(north))["type"] == "kpis"
 
     new = await board.apply([(alert(3, "C02"), []), (alert(3, "C02"), []), (alert(4, "C06"), [])], 0)
     assert new == {"al3", "al4"}
@@ -270,6 +276,7 @@ async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, na
     workshop = await _open(gateway, "manager", "C02")
     await _recv(workshop)
     assert [a["alert_id"] for a in (await _recv(workshop))["alerts"]] == ["al3"]
+    assert [s["id"] for s in (await _recv(workshop))["sites"]] == ["C02"]
     await board.apply([(alert(6, "C01"), []), (alert(7, "C02"), [])], 0)
     assert (await _recv(workshop))["alert"]["alert_id"] == "al7"
     for ws in (west, north, workshop):

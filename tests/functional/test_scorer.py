@@ -28,6 +28,8 @@ from pitstop.services import Service
 from state.league import LedgerRecord
 from streams.examples import EXAMPLES
 
+DIRECTORY_ZONE = load_directory(DEFAULT_DIRECTORY).centres["C01"].timezone
+
 
 class RecordingProducer:
     """Stands in for the broker: records what was sent; can fail the first N sends."""
@@ -339,3 +341,37 @@ async def test_sla_alerts_go_out_with_the_batch_and_dropped_alert_records_are_re
     assert [a["alert_id"] for a in active] == [alert["alert_id"]]
     assert registry.get_sample_value("pitstop_sla_alerts_applied_total", {"outcome": "new"}) == 1
     assert registry.get_sample_value("pitstop_sla_alerts_applied_total", {"outcome": "repeat"}) == 2
+
+
+async def test_the_manager_kpi_dashboard_reads_what_the_scorer_recorded(redis: aioredis.Redis, namespace: str) -> None:
+    """Two job cards (one fixed first time) and two CSAT answers at C01 today: the west manager's dashboard
+    shows them on C01's row, in today's CSAT trend point and in the technician's quality."""
+    from dashboards.manager_kpis import manager_kpis
+    from state.kpi import KpiStore
+    from state.league import League
+
+    producer = RecordingProducer()
+    scorer, _ = _scorer(redis, namespace, producer)
+    closed = [_recent("jobcard.closed", f"jc-kpi-{n}") | {"jobcard_id": f"JC-kpi-{n}"} for n in range(2)]
+    closed[1]["first_time_fix"] = False
+    surveys = [
+        _recent("survey.csat", f"sv-kpi-{n}") | {"survey_id": f"SV-kpi-{n}", "rating": rating}
+        for n, rating in enumerate((5, 3))
+    ]
+    await scorer.score(
+        [*(_record(e, n) for n, e in enumerate(closed)), *(_record(e, n) for n, e in enumerate(surveys))]
+    )
+    ledger = [v for _, _, v, _ in producer.on("points-ledger") if v]
+    await scorer.project([(LedgerRecord(0, n, Award.from_ledger(v)), None) for n, v in enumerate(ledger)])
+    today = datetime.fromisoformat(str(closed[0]["occurred_at"])).astimezone(DIRECTORY_ZONE).date()
+    directory = load_directory(DEFAULT_DIRECTORY)
+    west = directory.managed_centres("west")
+    dashboard = await manager_kpis(
+        KpiStore(redis, namespace, 86400 * 120), League(redis, namespace), directory, west, today
+    )
+    (c01,) = [s for s in dashboard["sites"] if s["id"] == "C01"]
+    assert c01["jobs"] == 2 and c01["csat_mean"] == 4.0
+    assert 0 < c01["participation"] < 1  # the technician and the advisor have points; the others not yet
+    assert dashboard["csat_trend"][-1] == {"day": today.isoformat(), "csat_mean": 4.0, "csat_count": 2}
+    (tech,) = [t for t in dashboard["technicians"] if t["staff_id"] == "S0001"]
+    assert (tech["jobs"], tech["first_time_fix_rate"]) == (2, 0.5)

@@ -132,5 +132,18 @@ async def test_the_manager_sees_an_sla_alert_appear(stack: Stack, browser: Any) 
     alert = page.locator("#open li", has_text=ticket)
     await alert.wait_for(timeout=seconds(30) * 1000)
     assert "Near breach" in (await alert.text_content() or "")
+    # the KPI dashboard: one bar row per centre of the region, and today's CSAT on the trend once it is in
+    await stack.produce(_csat("S0001", "technician"))
+
+    async def trend_has_today() -> bool:  # the dashboard is sent on connecting (and each minute): reconnect
+        await page.reload()
+        await page.wait_for_selector("#csat svg", timeout=seconds(10) * 1000)
+        return bool(await page.locator("#csat svg circle").count())
+
+    await stack.wait_for("today's CSAT on the trend", trend_has_today, timeout=60)
+    west = [c for c in ("Andheri", "Pune Baner", "Ahmedabad SG Road", "Surat Ring Road", "Indore Vijay Nagar")]
+    labels = await page.locator("#participation svg text.axis").all_text_contents()
+    assert [label for label in labels if any(w.startswith(label) or label.startswith(w) for w in west)] == labels
+    assert len(labels) == 5
     await _save(page, "manager")
     await page.close()

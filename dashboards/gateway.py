@@ -29,7 +29,7 @@ import logging
 import mimetypes
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -47,6 +47,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agents.kpi import Window
+from agents.rules import RulePack, load_rule_pack
 from config.directory import Directory
 from config.programme import Programme, load_programme
 from config.settings import Settings
@@ -55,12 +56,15 @@ from dashboards.access import ResourceError, allowed, parse_resource
 from dashboards.feed import BoardFeed, Delta
 from dashboards.manager_kpis import manager_kpis
 from dashboards.me import summary
+from dashboards.spot import SpotError, budget_status, recognition
 from dashboards.tokens import Claims, TokenError, verify_token
 from state import revocations
 from state.alerts import AlertBoard
 from state.badges import summarize_badges
+from state.budgets import BudgetStore
 from state.kpi import KpiStore
 from state.league import League, board_key
+from streams.topics import Topics
 
 log = logging.getLogger("pitstop.gateway")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -139,6 +143,8 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         theme: Theme | None = None,
         programme: Programme | None = None,
+        pack: RulePack | None = None,
+        send: Callable[[str, bytes, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -156,6 +162,12 @@ class Gateway:
         self.theme = theme or Theme("pitstop-default", "Pitstop League", dict(DEFAULT_COLOURS))
         self.programme = programme  # tiers and KPI targets for a person's own page (None: neither)
         self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
+        # Spot awards from the manager page: the rule pack (budgets) and where recognitions are produced
+        # (topic, key, value); without both, the form is off.
+        self.pack = pack
+        self.send = send
+        self.budgets = BudgetStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
+        self.topics = Topics.from_settings(settings)
         self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
@@ -319,6 +331,9 @@ class Gateway:
             elif kind == "subscribe" and message is not None:
                 if not await self._subscribe_to(client, message.get("resource")):
                     return
+            elif kind == "recognize" and message is not None:
+                if not await self._recognize(client, message):
+                    return
             elif kind == "pong":
                 continue
             else:
@@ -425,6 +440,9 @@ class Gateway:
             self.manager_clients.add(client)
             client.offer(await self._alerts_message(client))
             client.offer(await self._kpis_message(client))
+            if claims.staff is not None and self.send is not None and self.pack is not None:
+                client.offer(self._team_message(client))
+                await self._offer_budget(client)
 
     def _unsubscribe(self, client: Client) -> None:
         self._leave_board(client)
@@ -465,6 +483,56 @@ class Gateway:
         zone = self.directory.centres[min(centres)].timezone
         today = datetime.fromtimestamp(self.clock(), UTC).astimezone(zone).date()
         return await manager_kpis(self.kpi, self.league, self.directory, centres, today)
+
+    # --- spot awards (manager page) ------------------------------------------------------------
+
+    def _team_message(self, client: Client) -> dict[str, Any]:
+        """The people a manager's token may recognise: those of its centres, the giver aside."""
+        centres = self._manager_centres(client)
+        people = [
+            {"staff_id": s.id, "name": s.name, "role": s.role, "centre_id": s.centre_id}
+            for s in sorted(self.directory.staff.values(), key=lambda s: (s.centre_id, s.name))
+            if s.centre_id in centres and s.id != client.claims.staff
+        ]
+        return {"type": "team", "people": people}
+
+    async def _offer_budget(self, client: Client) -> None:
+        assert client.claims.staff is not None and self.pack is not None
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        status = await budget_status(self.budgets, self.pack, self.directory, client.claims.staff, now)
+        if status is not None:
+            client.offer(status)
+
+    async def _recognize(self, client: Client, message: dict[str, Any]) -> bool:
+        """A spot award from the manager page: validated, produced as a recognition.given event for the
+        worker to grant or refuse from the budget. Bad input gets an error message; False if closed."""
+        giver = self.directory.person(client.claims.staff) if client.claims.staff else None
+        if client.claims.kind != "manager" or giver is None or self.send is None:
+            await self._close(client.ws, CLOSE_FORBIDDEN, "this token cannot give spot awards")
+            return False
+        recipients = {p["staff_id"] for p in self._team_message(client)["people"]}
+        try:
+            event, raw = recognition(
+                message, giver, recipients, self.directory, datetime.fromtimestamp(self.clock(), UTC)
+            )
+        except SpotError as exc:
+            client.offer({"type": "recognize_error", "error": str(exc)})
+            return True
+        try:
+            await self.send(self.topics.name("recognitions"), str(event["centre_id"]).encode(), raw)
+        except Exception as exc:  # the broker: say so, keep the connection
+            log.warning("recognition not produced (%r)", exc)
+            client.offer({"type": "recognize_error", "error": "not sent: the broker did not answer, try again"})
+            return True
+        client.offer(
+            {
+                "type": "recognize_sent",
+                "event_id": event["event_id"],
+                "staff_id": event["people"][0]["staff_id"],
+                "points": event["points"],
+            }
+        )
+        return True
 
     async def _refresh_kpis(self) -> None:
         """Each manager's dashboard again, computed once per scope."""
@@ -601,6 +669,13 @@ class Gateway:
             me = await self._me_message(staff_id)
             for client in clients:
                 client.offer(me)
+        if data.get("event_type") == "recognition.given":  # a giver's budget moved (or a refusal came)
+            inputs = data.get("inputs") or {}
+            giver = inputs.get("budget_of") or (staff_id if data.get("type") == "refusal" else None)
+            for client in [c for c in self.manager_clients if giver and c.claims.staff == giver]:
+                if data.get("type") == "refusal":
+                    client.offer(data)
+                await self._offer_budget(client)
 
     async def _me_message(self, staff_id: str) -> dict[str, Any]:
         """The person's standing: today, this month, rank and neighbours, next tier, KPIs vs targets."""
@@ -734,8 +809,10 @@ async def run_gateway(settings: Settings) -> None:
     directory = load_directory(settings.directory_path)
     theme = load_theme(settings.theme_path)
     programme = load_programme(settings.programme_path)
+    pack = load_rule_pack(settings.rules_path)
     redis = aioredis.from_url(settings.redis_url)
-    gateway = Gateway(settings, directory, redis, theme=theme, programme=programme)
+    producer = Recognitions(settings.bootstrap_servers)
+    gateway = Gateway(settings, directory, redis, theme=theme, programme=programme, pack=pack, send=producer.send)
     port = await gateway.start()
     log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.bind_host, port)
     print(f"GATEWAY_PORT={port}", flush=True)
@@ -749,4 +826,31 @@ async def run_gateway(settings: Settings) -> None:
         await stop.wait()
     finally:
         await gateway.stop()
+        await producer.close()
         await redis.aclose()
+
+
+class Recognitions:
+    """Produces the manager page's spot awards onto the broker (acks=all), starting the producer when
+    the first one is sent, so a gateway runs (and serves every page) while the broker is away."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer: Any = None
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=10_000)
+            try:
+                await asyncio.wait_for(producer.start(), 15)
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        await asyncio.wait_for(self._producer.send_and_wait(topic, value, key=key), 15)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()

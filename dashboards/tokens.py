@@ -29,9 +29,18 @@ class Claims:
     subject: str  # centre id (kiosk), staff id (technician), region or centre id (manager)
     expires_at: int
     token_id: str
+    staff: str | None = None  # a manager token's person (who gives spot awards from the manager page)
 
 
-def issue_token(secret: str, kind: str, subject: str, *, ttl_s: int = 30 * 86400, now: float | None = None) -> str:
+def issue_token(
+    secret: str,
+    kind: str,
+    subject: str,
+    *,
+    ttl_s: int = 30 * 86400,
+    now: float | None = None,
+    staff: str | None = None,
+) -> str:
     if kind not in KINDS:
         raise TokenError(f"unknown token kind {kind!r} (one of: {', '.join(KINDS)})")
     if not subject:
@@ -47,6 +56,10 @@ def issue_token(secret: str, kind: str, subject: str, *, ttl_s: int = 30 * 86400
         "exp": issued + ttl_s,
         "jti": uuid.uuid4().hex,
     }
+    if staff is not None:
+        if kind != "manager" or not staff:
+            raise TokenError("only a manager token names a person (the giver of spot awards)")
+        claims["staff"] = staff
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -64,4 +77,7 @@ def verify_token(secret: str, token: object) -> Claims:
     kind, subject = claims.get("kind"), claims.get("sub")
     if kind not in KINDS or not isinstance(subject, str) or not subject:
         raise TokenError("token grants nothing")
-    return Claims(kind, subject, int(claims["exp"]), str(claims["jti"]))
+    staff = claims.get("staff")
+    if staff is not None and (kind != "manager" or not isinstance(staff, str) or not staff):
+        raise TokenError("token grants nothing")
+    return Claims(kind, subject, int(claims["exp"]), str(claims["jti"]), staff)

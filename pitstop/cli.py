@@ -101,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("subject", help="centre id (kiosk), staff id (technician), or region or centre id (manager)")
     token.add_argument("--ttl-days", type=_positive, default=30.0, help="how long it lives (at most 366 days)")
     token.add_argument("--json", action="store_true", help="print the token with its id and expiry, as JSON")
+    token.add_argument("--staff", help="manager tokens: the manager (staff id) who gives spot awards from the page")
 
     schemas = sub.add_parser("schemas", help="write or check the published JSON Schema files")
     schemas.add_argument("--write", action="store_true", help="regenerate streams/schemas/*.json")
@@ -303,8 +304,21 @@ def _run(args: argparse.Namespace) -> int:
         if not known[args.kind]:
             print(f"pitstop: no {args.kind} subject {args.subject!r} in {settings.directory_path}", file=sys.stderr)
             return 2
+        if args.staff is not None:
+            person = directory.person(args.staff)
+            if args.kind != "manager" or person is None or person.role != "manager":
+                print(
+                    f"pitstop: --staff must be a manager's staff id (with a manager token); got {args.staff!r}",
+                    file=sys.stderr,
+                )
+                return 2
+            if person.centre_id not in directory.managed_centres(args.subject):
+                print(f"pitstop: {args.staff} works at {person.centre_id}, outside {args.subject}", file=sys.stderr)
+                return 2
         try:
-            issued = issue_token(settings.token_secret, args.kind, args.subject, ttl_s=int(args.ttl_days * 86400))
+            issued = issue_token(
+                settings.token_secret, args.kind, args.subject, ttl_s=int(args.ttl_days * 86400), staff=args.staff
+            )
         except TokenError as exc:
             print(f"pitstop: {exc}", file=sys.stderr)
             return 2

@@ -281,3 +281,64 @@ async def test_managers_see_the_alerts_of_their_region_only(gateway: Gateway, na
     assert (await _recv(workshop))["alert"]["alert_id"] == "al7"
     for ws in (west, north, workshop):
         await ws.close()
+
+
+async def test_a_manager_gives_spot_awards_from_the_page(redis_server: Service, namespace: str) -> None:
+    """A manager token naming its person gets its team and budget; a valid form becomes a recognition.given
+    event that passes contract v1; bad input gets a specific error and the connection stays; a token
+    without a person is refused (4403)."""
+    from agents.rules import load_rule_pack
+    from config.settings import DEFAULT_RULES
+    from streams.events import decode_event
+
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    async def send(topic: str, key: bytes, value: bytes) -> None:
+        sent.append((topic, key, value))
+
+    settings = replace(Settings(), redis_namespace=namespace, gateway_port=0, token_secret=SECRET)
+    client = aioredis.from_url(redis_server.url)
+    gw = Gateway(settings, DIRECTORY, client, pack=load_rule_pack(DEFAULT_RULES), send=send)
+    await gw.start()
+    try:
+        ws = await connect(f"ws://127.0.0.1:{gw.port}/ws")
+        token = issue_token(SECRET, "manager", "west", staff="S0015")  # the C01 manager
+        await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+        got = {m["type"]: m for m in [await _recv(ws) for _ in range(5)]}
+        assert set(got) == {"welcome", "alerts", "kpis", "team", "budget"}
+        team = {p["staff_id"] for p in got["team"]["people"]}
+        assert "S0001" in team and "S0015" not in team and "S0061" not in team  # west only, not the giver
+        assert (got["budget"]["budget"], got["budget"]["used"], got["budget"]["left"]) == (2000, 0, 2000)
+
+        async def ask(**message: Any) -> dict[str, Any]:
+            await ws.send(orjson.dumps({"type": "recognize", **message}).decode())
+            return await _recv(ws)
+
+        for bad, error in [
+            ({"staff_id": "S0061", "points": 10, "reason": "Great work"}, "choose someone from your centres"),
+            (
+                {"staff_id": "S0001", "points": 0, "reason": "Great work"},
+                "points must be a whole number from 1 to 1000",
+            ),
+            ({"staff_id": "S0001", "points": 10, "reason": "ok"}, "say why in 3 to 280 characters"),
+            ({"staff_id": "S0001", "points": 10, "reason": "call me on +91 98000 00012"}, "phone number"),
+        ]:
+            reply = await ask(**bad)
+            assert reply["type"] == "recognize_error" and error in reply["error"], (bad, reply)
+        assert sent == []
+        reply = await ask(staff_id="S0001", points=25, reason="Stayed late for an urgent job")
+        assert reply["type"] == "recognize_sent" and (reply["staff_id"], reply["points"]) == ("S0001", 25)
+        ((topic, key, value),) = sent
+        event = decode_event(value, now=datetime.now(UTC), topic_family="recognition")
+        assert (topic, key, event.type, event.centre_id) == ("recognitions", b"C01", "recognition.given", "C01")
+        assert event.data["awarded_by"] == "S0015" and event.data["points"] == 25
+        await ws.close()
+
+        plain = await connect(f"ws://127.0.0.1:{gw.port}/ws")
+        await plain.send(orjson.dumps({"type": "auth", "token": issue_token(SECRET, "manager", "west")}).decode())
+        await _recv(plain)
+        await plain.send('{"type": "recognize", "staff_id": "S0001", "points": 5, "reason": "Great work"}')
+        assert await _closed_with(plain) == 4403
+    finally:
+        await gw.stop()
+        await client.aclose()

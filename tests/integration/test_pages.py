@@ -111,8 +111,12 @@ async def test_the_technician_sees_the_toast_with_its_why(stack: Stack, browser:
 
 
 async def test_the_manager_sees_an_sla_alert_appear(stack: Stack, browser: Any) -> None:
+    from dashboards.tokens import issue_token
+    from tests.integration.conftest import SECRET
+
     page = await browser.new_page(viewport={"width": 1440, "height": 900})
-    await page.goto(f"http://127.0.0.1:{stack.gateway_port}/manager?token={stack.token('manager', 'west')}")
+    token = issue_token(SECRET, "manager", "west", staff="S0015")  # a regional manager who gives spot awards
+    await page.goto(f"http://127.0.0.1:{stack.gateway_port}/manager?token={token}")
     await page.wait_for_function("document.getElementById('who').textContent === 'west'")
     ticket = f"TK-page-{uuid.uuid4().hex[:6]}"
     opened = datetime.now(UTC) - timedelta(minutes=13)  # P1: 15 minutes, near breach at 12
@@ -147,3 +151,36 @@ async def test_the_manager_sees_an_sla_alert_appear(stack: Stack, browser: Any) 
     assert len(labels) == 5
     await _save(page, "manager")
     await page.close()
+
+
+async def test_the_manager_gives_a_spot_award_and_sees_the_budget_go_down(stack: Stack, browser: Any) -> None:
+    from dashboards.tokens import issue_token
+    from tests.integration.conftest import SECRET
+
+    token = issue_token(SECRET, "manager", "C02", staff="S0030")  # the C02 manager, for their centre
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await page.goto(f"http://127.0.0.1:{stack.gateway_port}/manager?token={token}")
+    budget = page.locator("#budget")
+    await page.wait_for_function("document.getElementById('budget').textContent.includes('of 2000 points left')")
+    before = int((await budget.text_content() or "0").split()[0])
+    await page.select_option("#spot-person", "S0017")  # Arun Rao, a technician at C02
+    await page.fill("#spot-points", "30")
+    await page.fill("#spot-reason", "Found the fault nobody else could")
+    await page.click("#spot button")
+    await page.locator("#spot-result.ok").wait_for(timeout=seconds(10) * 1000)
+    await page.wait_for_function(
+        f"document.getElementById('budget').textContent.startsWith('{before - 30} of 2000')",
+        timeout=seconds(30) * 1000,
+    )
+    season = datetime.now(UTC).astimezone(stack_zone()).strftime("%Y-%m")
+    assert stack.redis.zscore(stack.key(f"lg:{season}:centre:C02:all"), "S0017") == 30
+    await page.fill("#spot-points", "5000")  # over the contract's 1000: refused at once, nothing sent
+    await page.click("#spot button")
+    await page.locator("#spot-result.error", has_text="from 1 to 1000").wait_for(timeout=seconds(10) * 1000)
+    await page.close()
+
+
+def stack_zone() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Asia/Kolkata")

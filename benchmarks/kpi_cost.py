@@ -24,6 +24,7 @@ from agents.kpi import Window
 from agents.pipeline import SourceRecord, decode_batch, score_decoded
 from agents.rules import load_rule_pack
 from agents.windows import KpiWindows
+from benchmarks import print_result
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from pitstop.services import start_redis
@@ -104,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    print("| measure | value |")
-    print("|---|---|")
-    for key, value in result.items():
-        if key not in ("benchmark", "machine", "example"):
-            print(f"| {key} | {value} |")
+    print_result(result, as_json=False, skip=("example",))
     print(f"\n{result['example']['person']} {result['example']['window']}:")
     for name, value in result["example"]["kpis"].items():
         print(f"  {name:<24} {'-' if value is None else value}")

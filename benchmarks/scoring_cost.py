@@ -9,7 +9,6 @@ no Redis: this is the CPU the scorer adds per event, and the bytes of fields it 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import orjson
 from agents.pipeline import SourceRecord, score_decoded
 from agents.retractions import Subject
 from agents.rules import load_rule_pack
+from benchmarks import print_result
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from state.subjects import decode, encode
@@ -68,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "subject_field_bytes_per_event": round(field_bytes / len(decoded)),
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
     }
-    print("| measure | value |")
-    print("|---|---|")
-    for key, value in result.items():
-        if key not in ("benchmark", "machine"):
-            print(f"| {key} | {value} |")
-    if args.json:
-        print(json.dumps(result))
+    print_result(result, as_json=args.json)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ import redis.asyncio as aioredis
 
 from agents.pipeline import SourceRecord, decode_batch
 from agents.sla import plan
+from benchmarks import print_result
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_SLA
 from config.sla import load_sla_policy
@@ -95,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
-    print("| measure | value |")
-    print("|---|---|")
-    for key, value in result.items():
-        if key not in ("benchmark", "machine"):
-            print(f"| {key} | {value} |")
-    if args.json:
-        print(json.dumps(result))
+    print_result(result, as_json=args.json)
     return 0
 
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+
 from agents.scoring import Award
+from config.directory import load_directory
+from config.settings import DEFAULT_DIRECTORY, Settings
+from dashboards.gateway import Gateway
 
 
 def award(
@@ -27,3 +37,19 @@ def award(
         multipliers=(),
         why=f"Five-star rating {n}",
     )
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(redis_url: str, namespace: str, secret: str, **options: Any) -> AsyncIterator[Gateway]:
+    """A gateway on a free port over a real Redis; ``options`` go to its Settings, except ``pack`` and
+    ``send`` (the spot-award form), which go to the Gateway."""
+    extra = {k: options.pop(k) for k in ("pack", "send") if k in options}
+    settings = replace(Settings(), redis_namespace=namespace, gateway_port=0, token_secret=secret, **options)
+    client = aioredis.from_url(redis_url)
+    gateway = Gateway(settings, load_directory(DEFAULT_DIRECTORY), client, **extra)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+        await client.aclose()

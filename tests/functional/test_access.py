@@ -13,19 +13,18 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from config.directory import load_directory
-from config.settings import DEFAULT_DIRECTORY, Settings
+from config.settings import DEFAULT_DIRECTORY
 from dashboards.gateway import Gateway
 from dashboards.tokens import issue_token, verify_token
 from pitstop.services import Service
 from state.league import League, LedgerRecord
 from state.revocations import revoke
 from tests.conftest import seconds
-from tests.functional.conftest import award
+from tests.functional.conftest import award, running_gateway
 
 SECRET = "access-test-secret-0123456789abcdefghij"
 DIRECTORY = load_directory(DEFAULT_DIRECTORY)
@@ -76,19 +75,10 @@ REPLY = {"board": "snapshot", "alerts": "alerts", "awards": "subscribed"}
 
 @pytest.fixture
 async def gateway(redis_server: Service, namespace: str) -> AsyncIterator[Gateway]:
-    settings = replace(
-        Settings(),
-        redis_namespace=namespace,
-        gateway_port=0,
-        token_secret=SECRET,
-        allowed_origins=("https://screens.example.com",),
-    )
-    client = aioredis.from_url(redis_server.url)
-    gw = Gateway(settings, DIRECTORY, client)
-    await gw.start()
-    yield gw
-    await gw.stop()
-    await client.aclose()
+    async with running_gateway(
+        redis_server.url, namespace, SECRET, allowed_origins=("https://screens.example.com",)
+    ) as gw:
+        yield gw
 
 
 async def _login(gw: Gateway, token: str) -> ClientConnection:

@@ -13,34 +13,28 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agents.rules import Badge
 from agents.scoring import Award
 from config.directory import load_directory
-from config.settings import DEFAULT_DIRECTORY, Settings
+from config.settings import DEFAULT_DIRECTORY
 from dashboards import gateway as gateway_module
 from dashboards.gateway import Gateway
 from dashboards.tokens import issue_token
 from pitstop.services import Service
 from state.league import League, LedgerRecord
 from tests.conftest import seconds
-from tests.functional.conftest import award
+from tests.functional.conftest import award, running_gateway
 
 SECRET = "functional-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
 async def gateway(redis_server: Service, namespace: str) -> AsyncIterator[Gateway]:
-    settings = replace(Settings(), redis_namespace=namespace, gateway_port=0, token_secret=SECRET)
-    client = aioredis.from_url(redis_server.url)
-    gw = Gateway(settings, DIRECTORY, client)
-    await gw.start()
-    yield gw
-    await gw.stop()
-    await client.aclose()
+    async with running_gateway(redis_server.url, namespace, SECRET) as gw:
+        yield gw
 
 
 DIRECTORY = load_directory(DEFAULT_DIRECTORY)
@@ -296,11 +290,9 @@ async def test_a_manager_gives_spot_awards_from_the_page(redis_server: Service, 
     async def send(topic: str, key: bytes, value: bytes) -> None:
         sent.append((topic, key, value))
 
-    settings = replace(Settings(), redis_namespace=namespace, gateway_port=0, token_secret=SECRET)
-    client = aioredis.from_url(redis_server.url)
-    gw = Gateway(settings, DIRECTORY, client, pack=load_rule_pack(DEFAULT_RULES), send=send)
-    await gw.start()
-    try:
+    async with running_gateway(
+        redis_server.url, namespace, SECRET, pack=load_rule_pack(DEFAULT_RULES), send=send
+    ) as gw:
         ws = await connect(f"ws://127.0.0.1:{gw.port}/ws")
         token = issue_token(SECRET, "manager", "west", staff="S0015")  # the C01 manager
         await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
@@ -339,6 +331,3 @@ async def test_a_manager_gives_spot_awards_from_the_page(redis_server: Service, 
         await _recv(plain)
         await plain.send('{"type": "recognize", "staff_id": "S0001", "points": 5, "reason": "Great work"}')
         assert await _closed_with(plain) == 4403
-    finally:
-        await gw.stop()
-        await client.aclose()

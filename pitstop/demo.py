@@ -89,8 +89,9 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
         _say(f"worker metrics: http://127.0.0.1:{env['PITSTOP_WORKER_METRICS_PORT']}/metrics")
         _say(f"gateway metrics: http://127.0.0.1:{gateway_port}/metrics")
         region = directory.centres[centre].region
-        manager = issue_token(settings.token_secret, "manager", region, ttl_s=7 * 86400)
-        _say(f"SLA alerts for the {region} region's managers:")
+        giver = next((m.id for m in directory.managers_of(centre)), None)  # gives spot awards from the page
+        manager = issue_token(settings.token_secret, "manager", region, ttl_s=7 * 86400, staff=giver)
+        _say(f"SLA alerts, KPIs and spot awards for the {region} region's managers:")
         print(f"MANAGER_URL=http://127.0.0.1:{gateway_port}/manager?token={manager}", flush=True)
         _say(f"kiosk for {directory.centres[centre].name} ({centre}):")
         print(f"KIOSK_URL={url}", flush=True)

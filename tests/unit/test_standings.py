@@ -310,6 +310,28 @@ CONTEST = (
             "unknown key(s): prize (allowed: from, id, metric, name, roles, rules, scope, target, to, winners)",
         ),
         (HEAD + TIERS + CONTEST + CONTEST.replace("contests:\n", ""), 12, "contest c is defined twice"),
+        (
+            HEAD + "targets: [csat_mean]\n",
+            1,
+            "'targets' must map roles to their KPI targets, e.g. {technician: {csat_mean: 4.5}}",
+        ),
+        (
+            HEAD + "targets:\n  astronaut: {csat_mean: 4.5}\n",
+            4,
+            "targets: unknown role 'astronaut' (one of: "
+            "technician, service_advisor, support_agent, sales_executive, dealer, manager)",
+        ),
+        (
+            HEAD + "targets:\n  technician: {happiness: 1}\n",
+            4,
+            "targets for technician: unknown KPI 'happiness' (see docs/kpis.md)",
+        ),
+        (
+            HEAD + "targets:\n  technician: {csat_mean: high}\n",
+            4,
+            "targets for technician: csat_mean must be a number, got 'high'",
+        ),
+        (HEAD + "targets:\n  technician: {}\n", 4, "targets for technician must map KPI metrics to numbers"),
     ],
 )
 def test_invalid_programme_reports_reason_and_line(tmp_path: Path, text: str, line: int | None, reason: str) -> None:

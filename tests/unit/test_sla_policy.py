@@ -228,3 +228,33 @@ def test_a_deadline_a_calendar_cannot_reach_is_an_error_not_a_hang(tmp_path: Pat
     assert calendar.add(datetime(2026, 12, 1, tzinfo=UTC), 3600, IST).date().isoformat() == "2027-01-04"
     with pytest.raises(ValueError, match="within 400 days"):
         calendar.add(datetime(2026, 12, 1, tzinfo=UTC), 3600 * 200, IST)
+
+
+def test_unreadable_alert_records_are_counted_and_the_rest_kept() -> None:
+    from agents.sla import decode_alerts
+
+    good = {
+        "alert_id": "a1",
+        "type": "sla.breach",
+        "item_kind": "ticket",
+        "item_id": "T1",
+        "clock": "first_response",
+        "centre_id": "C01",
+        "region": "west",
+        "people": ["S0012"],
+        "deadline_ms": 1,
+        "fired_ms": 2,
+        "source": "timer",
+    }
+    import orjson
+
+    alerts, bad = decode_alerts(
+        [
+            b"not json",
+            None,
+            orjson.dumps(good | {"type": "sla.unknown"}),
+            orjson.dumps({"alert_id": "x"}),
+            orjson.dumps(good),
+        ]
+    )
+    assert [a.alert_id for a in alerts] == ["a1"] and bad == 4

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 from config.directory import Directory
 from dashboards.tokens import Claims
+from state.league import SCOPES, scope_ids
 from streams.contract import ROLES
 
-SCOPES = ("centre", "region", "state", "nation")
 MAX_RESOURCE_CHARS = 200
 
 
@@ -62,7 +62,7 @@ def _boards_of_centre(directory: Directory, centre_id: str) -> set[tuple[str, st
     centre = directory.centre(centre_id)
     if centre is None:
         return set()
-    return {("centre", centre.id), ("region", centre.region), ("state", centre.state), ("nation", "all")}
+    return set(scope_ids(centre.id, centre.region, centre.state).items())
 
 
 def allowed(claims: Claims, resource: Resource, directory: Directory) -> bool:

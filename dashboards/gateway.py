@@ -63,7 +63,7 @@ from state.alerts import AlertBoard
 from state.badges import summarize_badges
 from state.budgets import BudgetStore
 from state.kpi import KpiStore
-from state.league import League, board_key
+from state.league import League, board_key, scope_ids
 from streams.topics import Topics
 
 log = logging.getLogger("pitstop.gateway")
@@ -420,12 +420,8 @@ class Gateway:
         }
         centre = self.directory.centre(self._home_centre(claims))
         if claims.kind == "kiosk" and centre is not None:  # the views a kiosk may switch to (add :ROLE)
-            welcome["views"] = {
-                "centre": f"board:centre:{centre.id}",
-                "region": f"board:region:{centre.region}",
-                "state": f"board:state:{centre.state}",
-                "nation": "board:nation:all",
-            }
+            ids = scope_ids(centre.id, centre.region, centre.state)
+            welcome["views"] = {scope: f"board:{scope}:{scope_id}" for scope, scope_id in ids.items()}
         client.offer(welcome)
         if claims.kind == "kiosk":
             client.view = ("centre", claims.subject, "all")
@@ -704,7 +700,7 @@ class Gateway:
         centre = self.directory.centre(str(data.get("centre_id")))
         if centre is None:
             return
-        covers = {("centre", centre.id), ("region", centre.region), ("state", centre.state), ("nation", "all")}
+        covers = set(scope_ids(centre.id, centre.region, centre.state).items())
         person = self.directory.person(str(data.get("staff_id")))
         item = {
             "name": person.name if person else data.get("staff_id"),

@@ -93,12 +93,17 @@ def board_key(season: str, scope: str, scope_id: str, role: str = "all") -> str:
     return f"lg:{season}:{scope}:{scope_id}:{role}"
 
 
+def scope_ids(centre_id: str, region: str, state: str) -> dict[str, str]:
+    """The id of each scope a centre's boards belong to (scope -> id, in SCOPES order)."""
+    return {"centre": centre_id, "region": region, "state": state, "nation": "all"}
+
+
 def boards_for(award: Award) -> list[str]:
     """Every board an award counts on: 4 scopes x (all roles, the person's role); a refusal, none."""
     if award.kind == "refusal":
         return []
-    scope_ids = {"centre": award.centre_id, "region": award.region, "state": award.state, "nation": "all"}
-    return [board_key(award.season, scope, scope_ids[scope], role) for scope in SCOPES for role in ("all", award.role)]
+    ids = scope_ids(award.centre_id, award.region, award.state)
+    return [board_key(award.season, scope, ids[scope], role) for scope in SCOPES for role in ("all", award.role)]
 
 
 def notification(award: Award) -> dict[str, Any]:

@@ -232,6 +232,8 @@ class Rule:
     caps: tuple[tuple[str, int], ...] = ()  # (day|week|month, most points per person): settled when it closes
     budget: int | None = None  # points a giver (the event's `awarded_by`) may give per month (agents.budgets)
     badge: Badge | None = None  # the badge each award of this rule earns (from the pack's `badges`)
+    # what reads() returns, worked out on its first call (scoring asks for it once per award)
+    _reads: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def in_effect(self, occurred_at: datetime) -> bool:
         """Whether an event at this event time falls in the rule's effective window."""
@@ -241,6 +243,12 @@ class Rule:
 
     def reads(self) -> tuple[str, ...]:
         """The facts this rule reads, in a stable order (recorded on each award as its inputs)."""
+        if self._reads is None:
+            object.__setattr__(self, "_reads", self._names_read())
+        assert self._reads is not None
+        return self._reads
+
+    def _names_read(self) -> tuple[str, ...]:
         names: list[str] = [n for c in self.when for n in c.reads()]
         for m in self.multipliers:
             names += [n for c in m.when for n in c.reads()]

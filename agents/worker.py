@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from agents.budgets import claims as budget_claims
 from agents.budgets import settle as settle_budgets
+from agents.consume import BatchReader
 from agents.digest import Digests
 from agents.metrics import WorkerMetrics
 from agents.notify import Dispatcher, plan_alerts
@@ -74,6 +75,7 @@ DIGEST_CHECK_S = 30.0  # how often the leader looks for centres whose daily dige
 AUDIT_INTERVAL_S = 5.0  # how often a worker checks that Redis still holds what it applied
 PACK_CHECK_INTERVAL_S = 2.0  # how often a worker looks at the rule pack file for a new version
 SOURCE_TS_HEADER = "source.ts"  # ms timestamp of the source record, for event->league latency
+CONSUMED_TS_HEADER = "consumed.ts"  # ms time the worker read the source record's batch (a stage time)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -148,17 +150,30 @@ class Scorer:
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
         # The broker reads behind both gap checks (replaceable in tests): the group's committed offsets,
         # and the records of one partition in [start, end).
-        self.read_committed: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] = partial(
-            committed_offsets, settings.bootstrap_servers, settings.app_id
+        self.read_committed: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] = (
+            self._committed_offsets
         )
         self.read_range: Callable[[str, int, int, int], Awaitable[list[Any]]] = partial(
             read_partition, settings.bootstrap_servers
         )
 
+    async def _committed_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Committed offsets of the groups reading these partitions: the score step's for source topics,
+        the Faust app's for sla-alerts."""
+        bootstrap, found = self.settings.bootstrap_servers, {}
+        sources = [tp for tp in partitions if tp[0] in self.topics.sources]
+        others = [tp for tp in partitions if tp[0] not in self.topics.sources]
+        if sources:
+            found.update(await committed_offsets(bootstrap, score_group(self.settings), sources))
+        if others:
+            found.update(await committed_offsets(bootstrap, self.settings.app_id, others))
+        return found
+
     # --- source events -> ledger ------------------------------------------------------------
 
     async def score(self, records: Sequence[SourceRecord]) -> None:
         """Score one batch and make its effects durable. Returns only when they are."""
+        consumed = str(int(time.time() * 1000)).encode()  # when this batch was read: a stage time on the ledger
         records = await self._with_source_gaps(records)
         self.metrics.batch_size.labels("score").observe(len(records))
         decoded, dead = decode_batch(
@@ -187,7 +202,9 @@ class Scorer:
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
         outbox = await self._retry("kpi", self.kpi.outbox)
 
-        await self._retry("ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts))
+        await self._retry(
+            "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)
+        )
         await self._retry("kpi", lambda: self.kpi.clear_outbox(outbox))
         await self._alerts_produced(alerts)
         # After the ledger has them (a retraction is never remembered without its ledger record), before
@@ -281,6 +298,7 @@ class Scorer:
         outbox: Mapping[str, bytes] | None = None,
         step: WindowStep | None = None,
         alerts: Sequence[Mapping[str, Any]] = (),
+        consumed: bytes = b"",
     ) -> None:
         producer = self.app.producer
         pending: list[Awaitable[Any]] = []
@@ -308,6 +326,7 @@ class Scorer:
                 ("event.partition", str(record.partition).encode()),
                 ("event.offset", str(record.offset).encode()),
                 (SOURCE_TS_HEADER, str(record.timestamp_ms).encode()),
+                (CONSUMED_TS_HEADER, consumed),
                 ("rule.pack", f"{pack.name}:{pack.version}".encode()),
             ]
             pending.append(
@@ -496,15 +515,38 @@ def _source_record(event: Any) -> SourceRecord:
     return SourceRecord(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
 
 
-def _ledger_record(event: Any) -> tuple[LedgerRecord, int | None] | None:
-    m = event.message
+def _crash_on_error(app: faust.App, reader: BatchReader) -> Callable[[], Awaitable[None]]:
+    """A reader as an app task; an unexpected error crashes the worker (its batch is read again by the
+    next owner) instead of leaving the other steps running without it."""
+
+    async def run() -> None:
+        try:
+            await reader.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s step failed; stopping the worker", reader.name)
+            await app.crash(exc)
+            raise
+
+    run.__name__ = f"read_{reader.name}"
+    return run
+
+
+def _ledger_record(m: Any) -> tuple[LedgerRecord, int | None] | None:
+    """An aiokafka record of the points ledger, with its source event's timestamp (None if unreadable)."""
     try:
         award = Award.from_ledger(m.value)
     except (ValueError, KeyError, TypeError):
         log.error("unreadable ledger record %s[%d]@%d skipped", m.topic, m.partition, m.offset)
         return None
     source_ts = next((int(v) for k, v in (m.headers or []) if k == SOURCE_TS_HEADER and v.isdigit()), None)
-    return LedgerRecord(m.partition, m.offset, award), source_ts
+    return LedgerRecord(m.partition, m.offset, award, source_ts), source_ts
+
+
+def score_group(settings: Settings) -> str:
+    """The consumer group of the score step (source topics); the project step's ends in ``.project``."""
+    return f"{settings.app_id}.score"
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -536,24 +578,13 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         notifications=notifications,
     )
     topics = scorer.topics
-    source_topic = app.topic(*topics.sources, value_serializer="raw", key_serializer="raw")
-    ledger_topic = app.topic(topics.ledger, value_serializer="raw", key_serializer="raw")
     alerts_topic = app.topic(topics.sla_alerts, value_serializer="raw", key_serializer="raw")
     size, within = settings.batch_size, settings.batch_within_s
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        assigned = args[0] if args else kwargs.get("assigned", ())
-        metrics.assigned_partitions.set(len(assigned))
-        log.info("assigned %d partitions", len(assigned))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        scorer.forget(
-            [tp.partition for tp in revoked if tp.topic == topics.ledger],
-            [(tp.topic, tp.partition) for tp in revoked if tp.topic in (*topics.sources, topics.sla_alerts)],
-        )
+        scorer.forget((), [(tp.topic, tp.partition) for tp in revoked if tp.topic == topics.sla_alerts])
 
     @app.timer(AUDIT_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust.App.timer is not typed
     async def audit() -> None:
@@ -604,34 +635,61 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         async def deliver() -> None:  # every worker sends; leases keep one delivery to one sender
             await dispatcher.run()
 
-    @app.agent(source_topic, name="score")
-    async def score(stream: Any) -> None:
-        manual = stream.noack()  # noack_take alone restores auto-acks on exit; the clone never auto-acks
-        async for events in manual.noack_take(size, within=within):
-            await scorer.score([_source_record(e) for e in events])
-            for event in events:  # in offset order, only once the effects are durable
-                await manual.ack(event)
-            _observe_lag(app, metrics, events)
-
     @app.agent(alerts_topic, name="alerts")
     async def alerts(stream: Any) -> None:
-        manual = stream.noack()
+        manual = stream.noack()  # noack_take alone restores auto-acks on exit; the clone never auto-acks
         async for events in manual.noack_take(size, within=within):
             await scorer.apply_alerts([_source_record(e) for e in events])
             for event in events:
                 await manual.ack(event)
             _observe_lag(app, metrics, events)
 
-    @app.agent(ledger_topic, name="project")
-    async def project(stream: Any) -> None:
-        manual = stream.noack()
-        async for events in manual.noack_take(size, within=within):
-            records = [r for r in map(_ledger_record, events) if r is not None]
-            if records:
-                await scorer.project(records)
-            for event in events:
-                await manual.ack(event)
-            _observe_lag(app, metrics, events)
+    # The two busy steps read batches straight from aiokafka, each in a consumer group of its own
+    # (agents.consume explains why they are not Faust agents); offsets are committed after the effects.
+    readers: list[BatchReader] = []
+
+    def assigned_changed() -> None:
+        metrics.assigned_partitions.set(sum(len(r.assigned) for r in readers))
+
+    async def score(messages: list[Any]) -> None:
+        await scorer.score([SourceRecord.from_consumer(m) for m in messages])
+
+    async def project(messages: list[Any]) -> None:
+        records = [r for r in map(_ledger_record, messages) if r is not None]
+        if records:
+            await scorer.project(records)
+
+    common = {
+        "bootstrap": settings.bootstrap_servers,
+        "metrics": metrics,
+        "max_records": size,
+        "within_s": within,
+        "session_timeout_s": settings.broker_session_timeout_s,
+        "heartbeat_interval_s": settings.broker_heartbeat_interval_s,
+        "on_assignment": assigned_changed,
+    }
+    readers.append(
+        BatchReader(
+            "score",
+            topics.sources,
+            score,
+            group=score_group(settings),
+            on_revoked=lambda tps: scorer.forget((), tps),
+            **common,  # type: ignore[arg-type]
+        )
+    )
+    readers.append(
+        BatchReader(
+            "project",
+            (topics.ledger,),
+            project,
+            group=f"{settings.app_id}.project",
+            on_revoked=lambda tps: scorer.forget([p for _, p in tps]),
+            **common,  # type: ignore[arg-type]
+        )
+    )
+    for reader in readers:
+        app.task(_crash_on_error(app, reader))
 
     return app, scorer
 

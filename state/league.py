@@ -2,7 +2,8 @@
 
 Awards reach Redis through one Lua script per ledger batch (:data:`APPLY_LUA`), which in a single
 atomic step, for each award not applied before (``HSETNX`` on the season's applied-id hash), adds its
-points to every board it belongs to, keeps the person's recent awards, publishes the award for
+points to every board it belongs to (summed per board and person over the batch: one ``ZINCRBY``
+each), keeps the person's recent awards, publishes the award for
 notifications, records the highest ledger offset applied per partition, bumps each changed board's
 version once and publishes the board's new scores as one sequenced change.
 
@@ -17,7 +18,9 @@ Key layout, under a namespace ``ns`` (default ``pitstop``):
 - ``{ns}:badges:{staff_id}`` -- HASH of the person's badge earnings: ``{award id}:m`` -> what the award
   earned (JSON: badge id and name, event id, event time), ``{award id}`` -> the points left of it after
   retractions and corrections; a badge is held while they are above 0 (:meth:`League.badges`).
-- channels ``{ns}:board-changes`` and ``{ns}:awards``.
+- channels ``{ns}:board-changes`` (board, version, the changed scores, ``at``: the apply time in ms, and
+  ``src``: the oldest source-event timestamp among the awards in the change, when the ledger said) and
+  ``{ns}:awards``.
 """
 
 from __future__ import annotations
@@ -48,28 +51,36 @@ if not rebuild and batch.records[1].o > last + 1 then
   return {0, 0, last + 1}
 end
 local top = last
-local changed, order = {}, {}
+local changed, order, src = {}, {}, {}
+local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per batch, written once each
 local applied, skipped = 0, 0
 for _, r in ipairs(batch.records) do
   if rebuild or r.o > last then
     if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
       applied = applied + 1
       for _, b in ipairs(r.b) do
-        local score = redis.call('ZINCRBY', ns .. ':' .. b, r.pts, r.p)
-        if not changed[b] then
-          changed[b] = {}
-          table.insert(order, b)
+        local key = b .. ' ' .. r.p
+        local sum = sums[key]
+        if not sum then
+          sum = {b, r.p, 0}
+          sums[key] = sum
+          table.insert(sum_order, key)
         end
-        changed[b][r.p] = tonumber(score)
+        sum[3] = sum[3] + r.pts
+        if r.sr and (not src[b] or r.sr < src[b]) then src[b] = r.sr end
       end
       if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
         local held = ns .. ':badges:' .. r.p
         if r.bg then redis.call('HSETNX', held, r.t .. ':m', r.bg) end
         if r.bg or redis.call('HEXISTS', held, r.t .. ':m') == 1 then redis.call('HINCRBY', held, r.t, r.pts) end
       end
-      local recent = ns .. ':recent:' .. r.p
-      redis.call('LPUSH', recent, r.n)
-      redis.call('LTRIM', recent, 0, RECENT - 1)
+      local mine = recent[r.p]
+      if not mine then
+        mine = {}
+        recent[r.p] = mine
+        table.insert(recent_order, r.p)
+      end
+      table.insert(mine, r.n)
       redis.call('PUBLISH', ns .. ':awards', r.n)
     else
       skipped = skipped + 1
@@ -79,10 +90,29 @@ for _, r in ipairs(batch.records) do
   end
   if r.o > top then top = r.o end
 end
+for _, key in ipairs(sum_order) do  -- one ZINCRBY per board and person: the same end scores
+  local b, p, pts = unpack(sums[key])
+  local score = redis.call('ZINCRBY', ns .. ':' .. b, pts, p)
+  if not changed[b] then
+    changed[b] = {}
+    table.insert(order, b)
+  end
+  changed[b][p] = tonumber(score)
+end
+for _, p in ipairs(recent_order) do  -- the newest RECENT, newest first, as one LPUSH per award would leave
+  local mine = recent[p]
+  local from = math.max(1, #mine - RECENT + 1)
+  local key = ns .. ':recent:' .. p
+  redis.call('LPUSH', key, unpack(mine, from))
+  redis.call('LTRIM', key, 0, RECENT - 1)
+end
 if top > last then redis.call('HSET', offsets_key, partition, top) end
+local now = redis.call('TIME')
+local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 for _, b in ipairs(order) do
   local ver = redis.call('HINCRBY', ns .. ':versions', b, 1)
-  redis.call('PUBLISH', ns .. ':board-changes', cjson.encode({board = b, ver = ver, scores = changed[b]}))
+  local change = {board = b, ver = ver, scores = changed[b], src = src[b], at = at}
+  redis.call('PUBLISH', ns .. ':board-changes', cjson.encode(change))
 end
 return {applied, skipped, -1}
 """.replace("RECENT", str(RECENT_AWARDS))
@@ -134,6 +164,7 @@ class LedgerRecord:
     partition: int
     offset: int
     award: Award
+    source_ts: int | None = None  # ms timestamp of the source event's record (its ``source.ts`` header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +200,8 @@ class League:
                 "b": boards_for(a),
                 "n": orjson.dumps(notification(a)).decode(),
             }
+            if rec.source_ts is not None:
+                item["sr"] = rec.source_ts
             if target := badge_target(a):
                 item["t"] = target[0]
                 if target[1] is not None:

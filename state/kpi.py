@@ -61,10 +61,10 @@ for i, key in ipairs(ARGV) do out[i] = redis.call('HVALS', key) end
 return out
 """
 # The same, each hash's values (JSON records) joined into one JSON array, after how many there are:
-# one decode per hash instead of one per record.
+# one decode per hash instead of one per record. ARGV[1]: the keys, as one JSON array.
 _JOINED_VALUES = """
 local out = {}
-for i, key in ipairs(ARGV) do
+for i, key in ipairs(cjson.decode(ARGV[1])) do
   local values = redis.call('HVALS', key)
   out[2 * i - 1] = #values
   out[2 * i] = '[' .. table.concat(values, ',') .. ']'
@@ -123,13 +123,15 @@ class KpiStore:
             return
         hashes: dict[str, dict[str, bytes]] = defaultdict(dict)
         sets: dict[str, set[str]] = defaultdict(set)
+        days: dict[date, str] = {}
+        prefix = f"{self.ns}:kpi:b:"
         for item in placed:
             c = item.contribution
-            buckets = [Bucket("p", s, c.day) for s in item.staff]
+            day = days.get(c.day) or days.setdefault(c.day, c.day.isoformat())
+            for s in item.staff:  # the keys of bucket_key(Bucket("p", s, c.day)), then of the centre's
+                hashes[f"{prefix}p:{s}:{day}"][c.field] = c.value
             if item.centre_bucket:
-                buckets.append(Bucket("c", item.centre_id, c.day))
-            for bucket in buckets:
-                hashes[self.bucket_key(bucket)][c.field] = c.value
+                hashes[f"{prefix}c:{item.centre_id}:{day}"][c.field] = c.value
             sets[self._people_key(item.centre_id, c.day)].update(item.staff)
             sets[f"{self.ns}:kpi:centres:{item.partition}"].add(item.centre_id)
         flat: list[Any] = [len(hashes)]
@@ -147,7 +149,7 @@ class KpiStore:
         if not wanted:
             return {}
         keys = [self.bucket_key(b) for b in wanted]
-        found = await self._joined_values(keys=[], args=keys)
+        found = await self._joined_values(keys=[], args=[orjson.dumps(keys)])
         out: dict[Bucket, list[list[Any]]] = {}
         for bucket, count, joined in zip(wanted, found[::2], found[1::2], strict=True):
             try:

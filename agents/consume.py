@@ -33,6 +33,9 @@ from agents.metrics import WorkerMetrics
 
 log = logging.getLogger("pitstop.consume")
 
+# How long the broker may hold a fetch that finds nothing new. The embedded broker answers a fetch only
+# when this has passed, even if records arrive meanwhile, so it is a floor under each hop's latency.
+FETCH_WAIT_MS = 10
 REVOKE_WAIT_S = 10.0  # a rebalance waits this long for the batch in hand before giving its partitions up
 
 
@@ -73,7 +76,7 @@ class BatchReader(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
             heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
-            fetch_max_wait_ms=self.within_ms,
+            fetch_max_wait_ms=min(self.within_ms, FETCH_WAIT_MS),
         )
 
     # --- rebalance listener (aiokafka calls these while the group rebalances) --------------------

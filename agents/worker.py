@@ -45,6 +45,7 @@ from agents.digest import Digests
 from agents.metrics import WorkerMetrics
 from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
+from agents.produce import OutRecord, RecordSender
 from agents.rules import RulePack, load_rule_pack
 from agents.scoring import Award
 from agents.sla import decode_alerts
@@ -146,6 +147,7 @@ class Scorer:
             repeat_within=timedelta(days=settings.repeat_complaint_days),
         )
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
+        self.sender = RecordSender(app.producer)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
         # The broker reads behind both gap checks (replaceable in tests): the group's committed offsets,
@@ -300,17 +302,13 @@ class Scorer:
         alerts: Sequence[Mapping[str, Any]] = (),
         consumed: bytes = b"",
     ) -> None:
-        producer = self.app.producer
-        pending: list[Awaitable[Any]] = []
+        out: list[OutRecord] = []
+        pack_header = ("rule.pack", f"{pack.name}:{pack.version}".encode())
         for alert in alerts:  # SLA alerts shown by this batch's events
-            body = orjson.dumps(alert)
-            pending.append(
-                await producer.send(self.topics.sla_alerts, str(alert["centre_id"]).encode(), body, None, None, None)
-            )
+            out.append((self.topics.sla_alerts, str(alert["centre_id"]).encode(), orjson.dumps(alert), []))
         for entry in (outbox or {}).values():  # window awards and corrections (see agents.windows)
             staff_id = str(orjson.loads(entry)["staff_id"]).encode()
-            headers = [("rule.pack", f"{pack.name}:{pack.version}".encode())]
-            pending.append(await producer.send(self.topics.ledger, staff_id, entry, None, None, headers))
+            out.append((self.topics.ledger, staff_id, entry, [pack_header]))
         for record, _, day in step.late if step else ():
             headers = [
                 ("original.topic", record.topic.encode()),
@@ -319,19 +317,21 @@ class Scorer:
                 ("late.day", day.isoformat().encode()),
             ]
             late = scrub_payload(record.value) if record.value is not None else None
-            pending.append(await producer.send(self.topics.late_events, record.key, late, None, None, headers))
+            out.append((self.topics.late_events, record.key, late, headers))
+        source: SourceRecord | None = None
+        headers = []
         for record, award in awards:
-            headers = [
-                ("event.topic", record.topic.encode()),
-                ("event.partition", str(record.partition).encode()),
-                ("event.offset", str(record.offset).encode()),
-                (SOURCE_TS_HEADER, str(record.timestamp_ms).encode()),
-                (CONSUMED_TS_HEADER, consumed),
-                ("rule.pack", f"{pack.name}:{pack.version}".encode()),
-            ]
-            pending.append(
-                await producer.send(self.topics.ledger, award.staff_id.encode(), award.to_ledger(), None, None, headers)
-            )
+            if record is not source:  # the awards of one event share its headers
+                source = record
+                headers = [
+                    ("event.topic", record.topic.encode()),
+                    ("event.partition", str(record.partition).encode()),
+                    ("event.offset", str(record.offset).encode()),
+                    (SOURCE_TS_HEADER, str(record.timestamp_ms).encode()),
+                    (CONSUMED_TS_HEADER, consumed),
+                    pack_header,
+                ]
+            out.append((self.topics.ledger, award.staff_id.encode(), award.to_ledger(), headers))
         for letter in dead:
             value = letter.record.value
             if value is not None and len(value) > self.settings.max_event_bytes:
@@ -339,9 +339,8 @@ class Scorer:
             if value is not None:
                 value = scrub_payload(value)  # dead letters are kept for weeks: no phone numbers in them
             key = scrub_key(letter.record.key) if letter.record.key is not None else None
-            pending.append(await producer.send(self.topics.dead_letters, key, value, None, None, letter.headers()))
-        if pending:
-            await asyncio.gather(*pending)  # every record acked by the broker (acks=all)
+            out.append((self.topics.dead_letters, key, value, letter.headers()))
+        await self.sender.send_all(out)  # every record acked by the broker (acks=all)
 
     def reload_pack(self) -> bool:
         """Load the rule pack file again if it changed since it was loaded. A pack that does not validate
@@ -415,18 +414,8 @@ class Scorer:
             ("tries", str(tries).encode()),
         ]
 
-        async def produce() -> None:
-            sent = await self.app.producer.send(
-                self.topics.notification_dead_letters,
-                str(job["recipient"]).encode(),
-                orjson.dumps(job),
-                None,
-                None,
-                headers,
-            )
-            await sent
-
-        await self._retry("notify-dlq", produce)
+        record = (self.topics.notification_dead_letters, str(job["recipient"]).encode(), orjson.dumps(job), headers)
+        await self._retry("notify-dlq", lambda: self.sender.send_all([record]))
 
     def notification_outcome(self, channel: str, outcome: str) -> None:
         self.metrics.notifications.labels(channel, outcome).inc()

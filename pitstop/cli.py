@@ -182,6 +182,11 @@ def parser() -> argparse.ArgumentParser:
     kpi.add_argument("--on", type=_day, help="a day of the window, YYYY-MM-DD (default: today at the centre)")
     kpi.add_argument("--json", action="store_true", help="print one JSON object")
 
+    bench = sub.add_parser("bench", help="throughput and event->kiosk latency beside the peer pipelines")
+    from pitstop.bench.harness import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+
     kafka = sub.add_parser("kafka", help="fetch Apache Kafka 3.9 with Maven and run a single KRaft broker")
     kafka.add_argument("args", nargs=argparse.REMAINDER, help="options for pitstop.apache_kafka (see --help)")
     return p
@@ -201,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        from pitstop.bench.harness import run_from_args
+
+        return run_from_args(args)
     if args.command == "kafka":
         from pitstop.apache_kafka import main as kafka_main
 
@@ -255,9 +264,9 @@ def _run(args: argparse.Namespace) -> int:
         run_worker(settings)
         return 0
     if args.command == "gateway":
-        from dashboards.gateway import run_gateway
+        from dashboards.gateway import main as run_gateway
 
-        asyncio.run(run_gateway(settings))
+        run_gateway(settings)  # on uvloop
         return 0
     if args.command == "check-config":
         from agents.rules import load_rule_pack

@@ -118,6 +118,7 @@ class ClientReport:
     connect_ms: list[float] = field(default_factory=list)
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     src_ms: array[float] = field(default_factory=lambda: array("d"))
+    src_at: array[float] = field(default_factory=lambda: array("d"))  # receive time (unix s) of each src sample
     cpu_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -229,6 +230,9 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
     await asyncio.gather(*tasks, return_exceptions=True)
     names = {index: board for board, index in boards.items()}
     for i in range(len(rec_t)):
+        if rec_src[i] >= 0:
+            report.src_ms.append(rec_t[i] * 1000 - rec_src[i])
+            report.src_at.append(rec_t[i])
         times = applied.get(names[rec_board[i]])
         if times is None:
             continue
@@ -236,8 +240,6 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
             at = times.get(version)
             if at is not None:
                 report.latencies_ms.append((rec_t[i] - at) * 1000)
-        if rec_src[i] >= 0:
-            report.src_ms.append(rec_t[i] * 1000 - rec_src[i])
     report.cpu_s = _cpu_s(os.getpid())
     conn.send(("report", report))
 
@@ -402,6 +404,76 @@ def _text(value: bytes | str) -> str:
 
 def _pct(values: Sequence[float] | np.ndarray[Any, Any], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if len(values) else None
+
+
+@dataclass
+class KioskPool:
+    """Kiosk client processes connected to a gateway, for a run whose changes come from elsewhere (the
+    engine, in ``pitstop bench``): only the ``src`` latency (receive - oldest source event) is known."""
+
+    workers: list[tuple[multiprocessing.process.BaseProcess, Connection]]
+    connected: int = 0
+    failed: int = 0
+    connect_s: float = 0.0
+    deltas: int = 0  # received, over all kiosks (known after stop)
+    dropped: int = 0
+
+    @classmethod
+    def start(cls, port: int, kiosks: int, *, procs: int | None = None, timeout: float = 180.0) -> KioskPool:
+        """Connect ``kiosks`` clients (tokens signed with :data:`SECRET`, as :func:`start_gateway` sets)."""
+        specs = plan_kiosks(load_directory(DEFAULT_DIRECTORY), kiosks, SECRET)
+        procs = procs or default_procs(kiosks)
+        context = multiprocessing.get_context("spawn")
+        pool = cls([])
+        started = time.perf_counter()
+        share = max(1, CONNECT_CONCURRENCY // procs)
+        for p in range(procs):
+            ours, theirs = context.Pipe()
+            worker = context.Process(target=_client_process, args=(theirs, port, specs[p::procs], share), daemon=True)
+            worker.start()
+            theirs.close()
+            pool.workers.append((worker, ours))
+        try:
+            for _, conn in pool.workers:
+                if not conn.poll(timeout):
+                    raise RuntimeError(f"kiosks not connected within {timeout:.0f}s")
+                _, ok, bad = conn.recv()
+                pool.connected, pool.failed = pool.connected + ok, pool.failed + bad
+        except BaseException:
+            pool.close()
+            raise
+        pool.connect_s = time.perf_counter() - started
+        return pool
+
+    def pids(self) -> dict[str, int]:
+        return {f"kiosks-{i}": w.pid for i, (w, _) in enumerate(self.workers) if w.pid is not None}
+
+    def stop(self, timeout: float = 120.0) -> list[tuple[float, float]]:
+        """Disconnect; every (receive time in unix s, receive - src in ms) the kiosks saw."""
+        try:
+            for _, conn in self.workers:
+                conn.send(("stop", {}))
+            samples: list[tuple[float, float]] = []
+            for _, conn in self.workers:
+                if not conn.poll(timeout):
+                    raise RuntimeError(f"kiosk reports not received within {timeout:.0f}s")
+                report: ClientReport = conn.recv()[1]
+                samples += zip(report.src_at, report.src_ms, strict=True)
+                self.deltas += report.deltas
+                self.dropped += report.dropped
+            return samples
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for process, conn in self.workers:
+            if process.is_alive():
+                process.terminate()
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
 
 
 async def run_fanout(

@@ -52,6 +52,7 @@ PREFIX = "bench."
 QUICK_EVENTS = 50_000
 FULL_EVENTS = 200_000
 QUICK_RATES = (1000, 3000, 10_000, 20_000)
+NAIVE_EVENTS = 10_000  # the naive Faust peer reads at most this many (its rate is what is compared)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,9 +79,11 @@ class Child:
     log: list[str] = field(default_factory=list)
 
     @classmethod
-    def spawn(cls, name: str, args: list[str], env: dict[str, str], log: IO[bytes] | None = None) -> Child:
+    def spawn(
+        cls, name: str, args: list[str], env: dict[str, str], log: IO[bytes] | None = None, cwd: Path | None = None
+    ) -> Child:
         process = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=log or subprocess.STDOUT, start_new_session=True
+            args, env=env, stdout=subprocess.PIPE, stderr=log or subprocess.STDOUT, start_new_session=True, cwd=cwd
         )
         child = cls(name, process)
         threading.Thread(target=child._read, daemon=True, name=f"read-{name}").start()
@@ -94,7 +97,7 @@ class Child:
             self.lines.put((time.time(), line))
 
     def expect(self, prefix: str, timeout: float) -> tuple[float, str]:
-        """The next line starting with ``prefix`` (and when it was read); BenchError on timeout or exit."""
+        """What follows ``prefix`` on the next line holding it (and when it was read); BenchError on timeout or exit."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -103,8 +106,8 @@ class Child:
                 if self.process.poll() is not None and self.lines.empty():
                     break
                 continue
-            if line.startswith(prefix):
-                return at, line[len(prefix) :].strip()
+            if prefix in line:  # Faust's worker may put terminal control codes before it
+                return at, line.split(prefix, 1)[1].strip()
         tail = "\n".join(self.log[-15:])
         raise BenchError(f"{self.name}: no {prefix!r} line within {timeout:.0f}s (exit {self.process.poll()}):\n{tail}")
 
@@ -236,7 +239,9 @@ class Throughput:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def engine_throughput(st: Stack, events: int, run: str, timeout: float, profile: Path | None = None) -> Throughput:
+def engine_throughput(
+    st: Stack, events: int, run: str, timeout: float, profile: Path | None = None, source: Path | None = None
+) -> Throughput:
     """``pitstop worker`` over the produced events: from the first event read to the last award applied.
 
     Progress is watched in Redis (the ledger offsets the league has applied, 20 times a second) and in
@@ -245,9 +250,12 @@ def engine_throughput(st: Stack, events: int, run: str, timeout: float, profile:
     port = free_port()
     ns = f"bench-{run}"
     env = st.env(app_id=f"bench-{run}", redis_namespace=ns, worker_metrics_port=str(port))
+    if source is not None:  # another checkout's worker (a before/after comparison)
+        env["PYTHONPATH"] = str(source)
     with (st.logs / f"{run}.log").open("ab") as log:
-        child = Child.spawn(run, [sys.executable, "-m", "pitstop", "worker"], env, log)
+        child = Child.spawn(run, [sys.executable, "-m", "pitstop", "worker"], env, log, cwd=source)
     client = redis_client(st.settings.redis_url)
+    first_applied = 0.0
     spy: subprocess.Popen[bytes] | None = None
     try:
         cpu0: dict[str, float] = {}
@@ -261,6 +269,7 @@ def engine_throughput(st: Stack, events: int, run: str, timeout: float, profile:
             now = time.time()
             if offsets != last_offsets:
                 if not last_offsets:
+                    first_applied = now
                     cpu0 = {**st.infra_cpu(), "worker": cpu_seconds(child.process.pid)}
                     if profile is not None:
                         spy = py_spy(child.process.pid, profile / f"{run}.txt")
@@ -273,7 +282,10 @@ def engine_throughput(st: Stack, events: int, run: str, timeout: float, profile:
                 if m.get("pitstop_events", 0.0) >= events and applied >= ledger_records_made(m):
                     cpu1 = {**st.infra_cpu(), "worker": cpu_seconds(child.process.pid)}
                     cpu = {k: (cpu1[k] - cpu0[k]) / events * 1e6 for k in cpu1}
-                    first = asyncio.run(first_consumed(st.settings.bootstrap_servers, st.topics.ledger))
+                    # a worker older than the consumed.ts header: from its first apply (its first batch not counted)
+                    first = (
+                        asyncio.run(first_consumed(st.settings.bootstrap_servers, st.topics.ledger)) or first_applied
+                    )
                     result = Throughput("engine", events, last - first, cpu)
                     result.extra = {"batch_mean": batch_means(text)}
                     return result
@@ -293,7 +305,7 @@ def redis_client(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
-async def first_consumed(bootstrap: str, topic: str) -> float:
+async def first_consumed(bootstrap: str, topic: str) -> float | None:
     """The earliest ``consumed.ts`` (when the worker read the source batch) on a ledger, in unix seconds."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -311,9 +323,7 @@ async def first_consumed(bootstrap: str, topic: str) -> float:
             got = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
             for m in got.get(tp, []):
                 stamps += [int(v) for k, v in (m.headers or ()) if k == "consumed.ts"]
-        if not stamps:
-            raise BenchError(f"no consumed.ts header on {topic}")
-        return min(stamps) / 1000
+        return min(stamps) / 1000 if stamps else None
     finally:
         await consumer.stop()
 
@@ -380,8 +390,8 @@ def percentiles(values: Sequence[float] | np.ndarray[Any, Any]) -> dict[str, flo
     arr = np.asarray(values, dtype=np.float64)
     if not len(arr):
         return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {"n": len(arr), "p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1), "max": round(arr.max(), 1)}
+    p50, p95, p99 = (round(float(v), 1) for v in np.percentile(arr, [50, 95, 99]))
+    return {"n": len(arr), "p50": p50, "p95": p95, "p99": p99, "max": round(float(arr.max()), 1)}
 
 
 @dataclass
@@ -467,21 +477,29 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
     from pitstop.bench.fanout import KioskPool, start_gateway
 
     run = "latency"
+    st = replace(st, settings=replace(st.settings, topic_prefix="bench-live-"))  # topics of its own
+    asyncio.run(ensure_topics(st.settings))
     ns, port = f"bench-{run}", free_port()
     env = st.env(app_id=f"bench-{run}", redis_namespace=ns, worker_metrics_port=str(port))
     with (st.logs / f"{run}-worker.log").open("ab") as log:
         worker = Child.spawn(run, [sys.executable, "-m", "pitstop", "worker"], env, log)
     gateway = None
+    pools: list[Any] = []
     try:
         gateway = start_gateway(st.settings.redis_url, ns)
         pool = KioskPool.start(gateway.port, opts.kiosks)
+        pools.append(pool)
         say(f"{pool.connected:,} kiosks connected ({pool.failed} failed) in {pool.connect_s:.1f}s")
-        wait_joined(port, worker, timeout=90)
+        n = st.settings.topic_partitions
+        wait_joined(port, worker, timeout=90, partitions=n * (len(st.topics.sources) + 1))
         steps = asyncio.run(run_steps(st, opts, port, worker, gateway, pool, ns, say))
         samples = pool.stop()
+        say(f"kiosks received {pool.deltas:,} deltas ({len(samples):,} with a source time), {pool.dropped} dropped")
         gateway_rss = rss_mb(gateway.process.pid)
         stages = asyncio.run(ledger_stages(st.settings.bootstrap_servers, st.topics.ledger))
     finally:
+        for pool in pools:
+            pool.close()
         if gateway is not None:
             gateway.stop()
         worker.stop()
@@ -509,13 +527,20 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
     return {"kiosks": pool.connected, "gateway_rss_mb": round(gateway_rss, 1), "steps": report_steps}
 
 
-def wait_joined(port: int, worker: Child, timeout: float) -> None:
+async def events_read(port: int) -> float:
+    """Source records the worker has read so far (its /metrics, fetched off the loop)."""
+    text = await asyncio.to_thread(worker_metrics, port)
+    return metric_sums(text or "").get("pitstop_events", 0.0)
+
+
+def wait_joined(port: int, worker: Child, timeout: float, partitions: int) -> None:
+    """Until the worker holds ``partitions`` partitions (every source and ledger partition: it is alone)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
             raise BenchError(f"the latency worker exited with code {worker.process.returncode}")
         m = metric_sums(worker_metrics(port) or "")
-        if m.get("pitstop_worker_assigned_partitions", 0) >= 2 * 4:  # every source and ledger partition
+        if m.get("pitstop_worker_assigned_partitions", 0) >= partitions:
             return
         time.sleep(0.2)
     raise BenchError("the latency worker did not join within 90 s")
@@ -533,9 +558,13 @@ async def run_steps(
     watcher = asyncio.create_task(watch_changes(st.settings.redis_url, ns, changes, stop))
     procs = {"worker": worker.process.pid, "gateway": gateway.process.pid, **pool.pids()}
     procs |= {"broker": st.broker.process.pid, "redis": st.redis.process.pid, "bench": os.getpid()}
-    steps, total = [], 0
+    steps: list[Step] = []
+    total = 0
     try:
         for i, rate in enumerate(opts.rates):
+            if steps and not steps[-1].sustained:
+                say(f"{rate:,}/s: skipped ({steps[-1].rate:,}/s was not sustained)")
+                continue
             step = Step(rate, opts.step_s)
             count = int(rate * opts.step_s)
             now = datetime.now(UTC)
@@ -550,18 +579,18 @@ async def run_steps(
             produce = asyncio.create_task(open_loop(producer, records, step))
             while not produce.done():
                 await asyncio.sleep(0.5)
-                read = metric_sums(await asyncio.to_thread(worker_metrics, port) or "").get("pitstop_events", 0.0)
+                read = await events_read(port)
                 step.backlog.append((time.time(), total + (step.sent or int((time.time() - step.start) * rate)) - read))
             await produce
             total += step.sent
             cpu1 = {name: cpu_seconds(pid) for name, pid in procs.items()}
             step.cpu_us_per_event = {k: (cpu1[k] - cpu0[k]) / max(step.sent, 1) * 1e6 for k in cpu1}
-            read = metric_sums(await asyncio.to_thread(worker_metrics, port) or "").get("pitstop_events", 0.0)
+            read = await events_read(port)
             step.backlog.append((time.time(), total - read))
             drain_start = time.monotonic()
             while read < total and time.monotonic() - drain_start < 120:
                 await asyncio.sleep(0.25)
-                read = metric_sums(await asyncio.to_thread(worker_metrics, port) or "").get("pitstop_events", 0.0)
+                read = await events_read(port)
             step.drained_s = round(time.monotonic() - drain_start, 2)
             await asyncio.sleep(1.0)  # the last changes reach the kiosks
             step.applied_ms = [ms for at, ms in changes if step.start <= at - ms / 1000 <= step.end]
@@ -587,6 +616,8 @@ class Options:
     seed: int
     quick: bool
     profile: Path | None = None  # py-spy flame graphs of the engine's throughput run go here
+    engine_from: Path | None = None  # run the engine of another checkout (before/after comparisons)
+    fanout: tuple[int, ...] = ()  # kiosk counts for fan-out runs (pitstop.bench.fanout)
 
 
 def run(opts: Options, say: Any = print) -> dict[str, Any]:
@@ -601,13 +632,31 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         report["event_bytes_mean"] = round(float(np.mean(sizes)), 1)
         seconds = asyncio.run(produce_all(st.settings.bootstrap_servers, records))
         say(f"produced {len(records):,} events ({report['event_bytes_mean']:.0f} bytes mean) in {seconds:.1f}s")
-        results = [engine_throughput(st, opts.events, "engine", timeout=600, profile=opts.profile)]
+        results = [
+            engine_throughput(st, opts.events, "engine", timeout=600, profile=opts.profile, source=opts.engine_from)
+        ]
         say(f"engine: {results[-1].eps:,.0f} events/s")
         for peer in opts.peers:
-            results.append(peer_throughput(st, peer, opts.events, timeout=600))
+            # the naive peer reads a share of the events (at its speed all of them would take minutes)
+            count = min(opts.events, NAIVE_EVENTS) if peer == "naive_faust" else opts.events
+            results.append(peer_throughput(st, peer, count, timeout=600))
             say(f"{peer}: {results[-1].eps:,.0f} events/s")
         if opts.rates:
             report["latency"] = latency(st, opts, say)
+            report["kiosks"] = report["latency"]["kiosks"]
+            first = report["latency"]["steps"][0]
+            report["p99_event_to_kiosk_ms"] = first["stages_ms"]["received"]["p99"]
+            report["p99_event_to_kiosk_at_eps"] = first["rate"]
+            sustained = [s["rate"] for s in report["latency"]["steps"] if s.get("sustained")]
+            report["sustained_eps"] = max(sustained) if sustained else 0
+        if opts.fanout:
+            from pitstop.bench.fanout import run_fanout
+
+            report["fanout"] = []
+            for kiosks in opts.fanout:
+                found = asyncio.run(run_fanout(kiosks, seconds=20, changes_per_s=20, redis=st.redis))
+                say(f"fan-out {kiosks:,} kiosks: p99 {found['p99_ms']} ms, gateway {found['gateway_rss_mb']} MB")
+                report["fanout"].append(found)
     report["throughput"] = [
         {
             "pipeline": r.name,
@@ -638,26 +687,117 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores CPython {platform.python_version()}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pitstop bench", description="throughput and latency beside the peers")
+def tables(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (what docs/benchmarks.md records)."""
+    out = [f"machine: {report['machine']}; {report['events']:,} events of {report['event_bytes_mean']:.0f} bytes"]
+    out += ["", "| pipeline | events | events/s | vs engine | CPU µs/event (process) |", "|---|---|---|---|---|"]
+    engine = report["engine_eps"]
+    for r in report["throughput"]:
+        cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_event"].items())
+        ratio = f"{engine / r['eps']:.2f}x" if r["pipeline"] != "engine" and r["eps"] else ""
+        out.append(f"| {r['pipeline']} | {r['events']:,} | {r['eps']:,} | {ratio} | {cpu} |")
+    if "latency" in report:
+        lat = report["latency"]
+        out += ["", f"open loop, {lat['kiosks']:,} kiosks connected, gateway {lat['gateway_rss_mb']} MB at the end", ""]
+        out.append("| rate | achieved | sustained | stage | p50 ms | p95 ms | p99 ms | max ms | n |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for step in lat["steps"]:
+            for stage, p in step["stages_ms"].items():
+                out.append(
+                    f"| {step['rate']:,} | {step['achieved_rate']:,} | {step['sustained']} | {stage} | {p['p50']} "
+                    f"| {p['p95']} | {p['p99']} | {p['max']} | {p['n']:,} |"
+                )
+        out += ["", "| rate | CPU µs/event per process |", "|---|---|"]
+        for step in lat["steps"]:
+            cpu = ", ".join(f"{k} {v:.0f}" for k, v in step["cpu_us_per_event"].items())
+            out.append(f"| {step['rate']:,} | {cpu} |")
+    for found in report.get("fanout", []):
+        out.append(
+            f"fan-out {found['kiosks']:,} kiosks ({found['connected']:,} connected): p50 {found['p50_ms']} ms, "
+            f"p99 {found['p99_ms']} ms, gateway {found['gateway_rss_mb']} MB, {found['gateway_cpu_pct']} % CPU"
+        )
+    keys = ("engine_eps", "peer_aiokafka_eps", "peer_quix_eps", "peer_naive_faust_eps", "p99_event_to_kiosk_ms")
+    out += ["", ", ".join(f"{k}={report.get(k)}" for k in (*keys, "kiosks", "sustained_eps", "bench_seconds"))]
+    return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (under five minutes)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--peers", nargs="*", choices=("aiokafka", "quix", "naive_faust"), default=None)
-    parser.add_argument("--profile", type=Path, help="write py-spy flame graphs of the engine into this folder")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--micro", action="store_true", help="only the in-process micro-benchmark (no broker)")
+    parser.add_argument("--events", type=_count, help=f"events per throughput run ({QUICK_EVENTS:,} quick)")
+    parser.add_argument(
+        "--rates",
+        type=_count,
+        nargs="*",
+        help="open-loop rates, events/s (1000 3000 10000 20000; none: no latency run)",
+    )
+    parser.add_argument("--step-s", type=_seconds, help="seconds per rate step (5 quick, 20 otherwise)")
+    parser.add_argument("--kiosks", type=_kiosks, default=1000, help="kiosks connected during the rate steps")
+    parser.add_argument("--fanout", type=_kiosks, nargs="*", help="kiosk fan-out runs (1000 2000 10000; not quick)")
+    parser.add_argument("--peers", nargs="*", choices=PEER_NAMES, help="peers to run (all by default)")
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile of the engine's run into this folder")
+    parser.add_argument("--engine-from", type=Path, help="run the engine of another checkout (before/after)")
+
+
+PEER_NAMES = ("aiokafka", "quix", "naive_faust")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 10,000,000")
+    return value
+
+
+def _kiosks(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 50_000:
+        raise argparse.ArgumentTypeError(f"{text} kiosks: between 0 and 50,000 (250 source addresses)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} s is not between 1 and 3600")
+    return value
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    if args.micro:
+        from pitstop.bench.micro import run_micro, table
+
+        micro = run_micro()
+        print(orjson.dumps(micro).decode() if args.json else table(micro))
+        return 0
+    if args.engine_from is not None and not (args.engine_from / "pitstop" / "__main__.py").is_file():
+        print(f"pitstop bench: {args.engine_from} is not a Pitstop checkout", file=sys.stderr)
+        return 2
     opts = Options(
-        events=QUICK_EVENTS if args.quick else FULL_EVENTS,
-        rates=QUICK_RATES,
-        step_s=10.0 if args.quick else 30.0,
-        kiosks=1000,
-        peers=tuple(args.peers) if args.peers is not None else ("aiokafka", "quix", "naive_faust"),
+        events=args.events or (QUICK_EVENTS if args.quick else FULL_EVENTS),
+        rates=tuple(QUICK_RATES if args.rates is None else args.rates),
+        step_s=args.step_s or (5.0 if args.quick else 20.0),
+        kiosks=args.kiosks,
+        peers=tuple(args.peers) if args.peers is not None else PEER_NAMES,
         seed=7,
         quick=args.quick,
         profile=args.profile,
+        engine_from=args.engine_from,
+        fanout=tuple(args.fanout) if args.fanout is not None else (() if args.quick else (1000, 2000, 10_000)),
     )
-    report = run(opts, say=(lambda m: print(m, file=sys.stderr, flush=True)))
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    started = time.monotonic()
+    report = run(opts, say=say)
+    report["bench_seconds"] = round(time.monotonic() - started, 1)
+    print(orjson.dumps(report, option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json else tables(report))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pitstop bench", description="throughput and latency beside the peers")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def run_quix(work: Work, bootstrap: str, redis_url: str, group: str) -> None:
 
     client = syncredis.Redis.from_url(redis_url)
 
-    class RedisBoards(BatchingSink):  # type: ignore[misc]  # quixstreams is not typed
+    class RedisBoards(BatchingSink):
         def write(self, batch: SinkBatch) -> None:
             sums: defaultdict[tuple[str, str], int] = defaultdict(int)
             for item in batch:

@@ -87,6 +87,9 @@ MAX_MESSAGE_BYTES = 4096
 MAX_CLIENT_MESSAGES_PER_S = 20
 MAX_QUEUED_AWARDS = 100
 TICKER_PER_PUSH = 5  # a kiosk's ticker gets at most this many awards per push (the newest)
+# Ticker pushes go out at most this often (deltas at push_hz): a scrolling line of awards needs no more,
+# and at 1,000 kiosks a ticker with every delta doubled the gateway's sends (docs/benchmarks.md).
+TICKER_EVERY_S = 0.5
 
 # Close codes (4000-4999 are the application's own).
 CLOSE_BAD_MESSAGE = 4400
@@ -688,12 +691,15 @@ class Gateway:
                         await self._close_where(partial(_has_token_id, token_id), "token revoked")
                         continue
                     data = orjson.loads(message["data"])
-                    if channel == changes:
-                        await self._on_board_change(data)
-                    elif channel == alerts:
+                    if channel == alerts:
                         self._on_alert(data)
-                    else:
-                        await self._on_award(data)
+                        continue
+                    # the league publishes one array per ledger batch (a single object: a replay's reset)
+                    for item in data if isinstance(data, list) else [data]:
+                        if channel == changes:
+                            await self._on_board_change(item)
+                        else:
+                            await self._on_award(item)
             except (RedisError, OSError) as exc:
                 log.warning("Redis pub/sub lost (%r); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -805,7 +811,7 @@ class Gateway:
         """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
         interval = 1.0 / self.settings.push_hz
         last_heartbeat = self.clock()
-        last_season_check = last_expiry_check = last_kpis = self.clock()
+        last_season_check = last_expiry_check = last_kpis = last_ticker = self.clock()
         while True:
             await asyncio.sleep(interval)
             for board, feed in list(self.feeds.items()):
@@ -815,7 +821,10 @@ class Gateway:
                     data = orjson.dumps(self._delta_message(delta))  # once for all the board's clients
                     for client in clients:
                         client.offer_delta(delta, data)
-            tickers, self.tickers = self.tickers, {}
+            tickers: dict[str, list[dict[str, Any]]] = {}
+            if self.clock() - last_ticker >= TICKER_EVERY_S - interval / 2:
+                last_ticker = self.clock()
+                tickers, self.tickers = self.tickers, {}
             for board, items in tickers.items():
                 data = orjson.dumps({"type": "ticker", "items": items})
                 for client in self.board_clients.get(board, ()):

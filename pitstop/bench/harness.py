@@ -449,9 +449,10 @@ async def watch_changes(redis_url: str, ns: str, sink: list[tuple[float, float]]
         while not stop.is_set():
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
             if message is not None:
-                change = orjson.loads(message["data"])
-                if "src" in change and "at" in change:
-                    sink.append((change["at"] / 1000, change["at"] - change["src"]))
+                data = orjson.loads(message["data"])
+                for change in data if isinstance(data, list) else [data]:
+                    if "src" in change and "at" in change:
+                        sink.append((change["at"] / 1000, change["at"] - change["src"]))
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
@@ -603,6 +604,39 @@ async def run_steps(
     return steps
 
 
+# --- replay -----------------------------------------------------------------------------------------
+
+
+def replay_run(st: Stack, events: int, seed: int, say: Any) -> dict[str, Any]:
+    """``pitstop replay`` over ``events`` events on topics of their own: every one scored again (KPI
+    windows, subjects, budgets) into a shadow namespace, the shadow ledger kept in memory."""
+    st = replace(st, settings=replace(st.settings, topic_prefix="bench-replay-"))
+    asyncio.run(ensure_topics(st.settings))
+    # The events in chunks, so a million of them are never all held at once.
+    end, spacing, chunk = datetime.now(UTC), timedelta(milliseconds=1), 100_000
+    for start in range(0, events, chunk):
+        n = min(chunk, events - start)
+        records = generate(st.settings, n, seed=seed + start, end=end - spacing * (events - start - n), spacing=spacing)
+        asyncio.run(produce_all(st.settings.bootstrap_servers, records))
+    say(f"replay: {events:,} events produced")
+    env = st.env(redis_namespace="bench-replay")
+    args = [sys.executable, "-m", "pitstop", "replay", "--name", "bench", "--json"]
+    started = time.monotonic()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=3600, check=False)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise BenchError(f"pitstop replay exited with {done.returncode}: {done.stderr[-2000:]}")
+    report = orjson.loads(done.stdout.strip().splitlines()[-1])
+    seconds = float(report["seconds"])
+    return {
+        "events": int(report["records"]),
+        "ledger_entries": int(report["entries"]),
+        "seconds": round(seconds, 1),
+        "command_seconds": round(wall, 1),
+        "eps": round(int(report["records"]) / seconds) if seconds else None,
+    }
+
+
 # --- running it -----------------------------------------------------------------------------------
 
 
@@ -618,6 +652,7 @@ class Options:
     profile: Path | None = None  # py-spy flame graphs of the engine's throughput run go here
     engine_from: Path | None = None  # run the engine of another checkout (before/after comparisons)
     fanout: tuple[int, ...] = ()  # kiosk counts for fan-out runs (pitstop.bench.fanout)
+    replay: int = 0  # events re-scored by pitstop replay (0: no replay run)
 
 
 def run(opts: Options, say: Any = print) -> dict[str, Any]:
@@ -649,6 +684,9 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
             report["p99_event_to_kiosk_at_eps"] = first["rate"]
             sustained = [s["rate"] for s in report["latency"]["steps"] if s.get("sustained")]
             report["sustained_eps"] = max(sustained) if sustained else 0
+        if opts.replay:
+            report["replay"] = replay_run(st, opts.replay, opts.seed + 100, say)
+            say(f"replay: {report['replay']['events']:,} events in {report['replay']['seconds']} s")
         if opts.fanout:
             from pitstop.bench.fanout import run_fanout
 
@@ -711,6 +749,11 @@ def tables(report: dict[str, Any]) -> str:
         for step in lat["steps"]:
             cpu = ", ".join(f"{k} {v:.0f}" for k, v in step["cpu_us_per_event"].items())
             out.append(f"| {step['rate']:,} | {cpu} |")
+    if replay := report.get("replay"):
+        out.append(
+            f"replay: {replay['events']:,} events re-scored in {replay['seconds']} s ({replay['eps']:,} events/s), "
+            f"{replay['ledger_entries']:,} ledger entries; the command took {replay['command_seconds']} s"
+        )
     for found in report.get("fanout", []):
         out.append(
             f"fan-out {found['kiosks']:,} kiosks ({found['connected']:,} connected): p50 {found['p50_ms']} ms, "
@@ -736,6 +779,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kiosks", type=_kiosks, default=1000, help="kiosks connected during the rate steps")
     parser.add_argument("--fanout", type=_kiosks, nargs="*", help="kiosk fan-out runs (1000 2000 10000; not quick)")
     parser.add_argument("--peers", nargs="*", choices=PEER_NAMES, help="peers to run (all by default)")
+    parser.add_argument("--replay", type=_count_or_none, help="events re-scored by pitstop replay (1,000,000; 0: none)")
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of the engine's run into this folder")
     parser.add_argument("--engine-from", type=Path, help="run the engine of another checkout (before/after)")
 
@@ -748,6 +792,10 @@ def _count(text: str) -> int:
     if not 1 <= value <= 10_000_000:
         raise argparse.ArgumentTypeError(f"{text} is not between 1 and 10,000,000")
     return value
+
+
+def _count_or_none(text: str) -> int:
+    return 0 if text.strip() == "0" else _count(text)
 
 
 def _kiosks(text: str) -> int:
@@ -765,6 +813,8 @@ def _seconds(text: str) -> float:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    # SIGTERM (a timeout, an orchestrator) unwinds like Ctrl-C, so every process the run started is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     if args.micro:
         from pitstop.bench.micro import run_micro, table
@@ -786,6 +836,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         profile=args.profile,
         engine_from=args.engine_from,
         fanout=tuple(args.fanout) if args.fanout is not None else (() if args.quick else (1000, 2000, 10_000)),
+        replay=args.replay if args.replay is not None else (0 if args.quick else 1_000_000),
     )
     started = time.monotonic()
     report = run(opts, say=say)

@@ -98,11 +98,13 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
     after = time.time() * 1000
     messages = []
     deadline = asyncio.get_running_loop().time() + seconds(5)
-    while len(messages) < 10:  # 2 awards + 8 boards
+    while len(messages) < 10:  # 2 awards + 8 boards, in one message per channel (a JSON array each)
         assert asyncio.get_running_loop().time() < deadline, messages
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
         if message is not None:
-            messages.append((message["channel"].decode().rsplit(":", 1)[-1], orjson.loads(message["data"])))
+            channel, items = message["channel"].decode().rsplit(":", 1)[-1], orjson.loads(message["data"])
+            assert isinstance(items, list)
+            messages += [(channel, item) for item in items]
     changes = {m["board"]: m for channel, m in messages if channel == "board-changes"}
     change = changes["lg:2026-11:centre:C01:all"]
     # `at`: when Redis applied it (ms); `src`: the oldest source-event time among the awards that had one

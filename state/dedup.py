@@ -11,7 +11,6 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-
 # One script call per batch for each (a pipeline of one command per id cost ~6 µs per id in redis-py's
 # command packing and reply parsing; one call with the ids as arguments costs a fraction of that).
 # ARGV: the key prefix, then the event ids; returns the ids that have a mark.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,6 +83,10 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
         ):
             with (logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
                 children.append((name, subprocess.Popen(python + args, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        gateway = dict(children)["gateway"]
+        if not _wait_listening(gateway_port, gateway, timeout=30.0):  # the URLs below work once printed
+            _say(f"the gateway did not listen on port {gateway_port}; see {logs / 'gateway.log'}")
+            return 1
         token = issue_token(settings.token_secret, "kiosk", centre, ttl_s=7 * 86400)
         url = f"http://127.0.0.1:{gateway_port}/kiosk?token={token}"
         _say(f"worker, gateway and simulator ({rate:g} events/s) started  [{time.monotonic() - t0:.1f}s]")
@@ -124,6 +129,18 @@ def run_demo(*, rate: float, port: int, duration: float | None, centre: str | No
         for service in reversed(services):
             service.stop()
         _say("stopped")
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], *, timeout: float) -> bool:
+    """Until something accepts connections on the loopback port (False if ``process`` exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def _port_free(port: int) -> bool:

@@ -73,7 +73,7 @@ from agents.scoring import Award
 from config.directory import Directory, load_directory
 from config.settings import DEFAULT_DIRECTORY
 from dashboards.tokens import issue_token
-from pitstop.services import Service, free_port, rss_mb, start_redis
+from pitstop.services import Service, cpu_seconds, free_port, rss_mb, start_redis
 from state.league import League, LedgerRecord, board_key, scope_ids
 
 SECRET = "fanout-benchmark-secret-0123456789abcdef"
@@ -81,7 +81,6 @@ VIEWS = (("centre", 75), ("region", 15), ("nation", 10))  # share of kiosks (%) 
 PER_IP = 4000  # kiosks per source address (the ephemeral range is ~28,000 ports per address)
 CONNECT_CONCURRENCY = 64  # connects in flight, over all client processes
 DRAIN_S = 1.5  # after the last change, how long the clients keep receiving
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 _interrupted = False  # set by main()'s SIGINT/SIGTERM handler; checked between phases
 
 
@@ -240,17 +239,11 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
             at = times.get(version)
             if at is not None:
                 report.latencies_ms.append((rec_t[i] - at) * 1000)
-    report.cpu_s = _cpu_s(os.getpid())
+    report.cpu_s = cpu_seconds(os.getpid())
     conn.send(("report", report))
 
 
 # --- the driver, the gateway, the run ----------------------------------------------------------
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def plan_kiosks(directory: Directory, kiosks: int, secret: str, per_ip: int = PER_IP) -> list[KioskSpec]:
@@ -525,13 +518,13 @@ async def run_fanout(
         _check_interrupted()
         await asyncio.sleep(settle_s)  # the snapshots' aftermath settles before anything is measured
         driver = Driver(League(client, namespace), directory, season)
-        cpu_before, t_before = _cpu_s(gateway.process.pid), time.monotonic()
-        load_cpu_before = sum(_cpu_s(w.pid) for w, _ in workers if w.pid is not None)
+        cpu_before, t_before = cpu_seconds(gateway.process.pid), time.monotonic()
+        load_cpu_before = sum(cpu_seconds(w.pid) for w, _ in workers if w.pid is not None)
         await driver.run(seconds, changes_per_s)
         await asyncio.sleep(DRAIN_S)
         _check_interrupted()
-        cpu = (_cpu_s(gateway.process.pid) - cpu_before) / (time.monotonic() - t_before)
-        load_cpu = (sum(_cpu_s(w.pid) for w, _ in workers if w.pid is not None) - load_cpu_before) / (
+        cpu = (cpu_seconds(gateway.process.pid) - cpu_before) / (time.monotonic() - t_before)
+        load_cpu = (sum(cpu_seconds(w.pid) for w, _ in workers if w.pid is not None) - load_cpu_before) / (
             time.monotonic() - t_before
         )
         gateway_rss = rss_mb(gateway.process.pid)

@@ -44,7 +44,7 @@ import orjson
 
 from config.directory import load_directory
 from config.settings import Settings
-from pitstop.services import Service, free_port, rss_mb, start_redis, start_tansu, worker_metrics
+from pitstop.services import Service, cpu_seconds, free_port, rss_mb, start_redis, start_tansu, worker_metrics
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics, ensure_topics
 
@@ -53,7 +53,6 @@ QUICK_EVENTS = 50_000
 FULL_EVENTS = 200_000
 QUICK_RATES = (1000, 3000, 10_000, 20_000)
 NAIVE_EVENTS = 10_000  # the naive Faust peer reads at most this many (its rate is what is compared)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -61,12 +60,6 @@ class BenchError(RuntimeError):
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass

@@ -1,0 +1,38 @@
+"""`pitstop bench` runs end to end, small: every headline key is reported. It asserts no times."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.environ.get("PITSTOP_TEST_BROKER") == "apache", reason="the bench starts its own embedded broker"
+    ),
+]
+
+KEYS = ("engine_eps", "peer_naive_faust_eps", "peer_aiokafka_eps", "peer_quix_eps", "p99_event_to_kiosk_ms", "kiosks")
+
+
+def test_bench_reports_the_engine_the_peers_and_the_kiosk_latency() -> None:
+    args = ["--events", "400", "--rates", "100", "--step-s", "3", "--kiosks", "10", "--replay", "0", "--fanout"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pitstop", "bench", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = orjson.loads(done.stdout)
+    assert all(report.get(k) is not None for k in KEYS), {k: report.get(k) for k in KEYS}
+    assert report["kiosks"] == 10
+    assert [r["pipeline"] for r in report["throughput"]] == ["engine", "aiokafka", "quix", "naive_faust"]
+    assert all(r["events"] > 0 for r in report["throughput"])
+    (step,) = report["latency"]["steps"]
+    assert step["events"] == 300 and step["stages_ms"]["received"]["n"] > 0

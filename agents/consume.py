@@ -10,9 +10,11 @@ happen once.
 
 Why not a Faust agent here: measured on this project's bench (docs/benchmarks.md), Faust's stream
 machinery costs tens of microseconds per record (an Event, channel queues, acks, per-item timeouts in
-``take``) before any of our work, which capped the worker at about 1,300 events/s with two hops per
-event. The Faust app still runs everything else: the producer, the timers (the leader's SLA tick and
-digests), the SLA alert agent, the notification dispatcher, and the worker's lifecycle.
+``take``) before any of our work: with two hops per event the worker spent 550-630 µs per event and
+read 1,500-1,800 events/s; reading the same batches here, 350 µs and 2,400. The Faust app still runs
+everything else: the producer, the timers (the leader's SLA tick and digests), the SLA alert agent,
+the notification dispatcher, and the worker's lifecycle (a reader runs as a Faust agent on an
+in-memory channel, :func:`agents.worker._reading`, so it starts with the app).
 
 A rebalance waits (up to ``REVOKE_WAIT_S``) for the batch in hand to finish and be committed before
 the partitions move, so the next owner rarely reads it again.

@@ -1,16 +1,18 @@
-"""The Faust worker: two agents that only move bytes around the pure steps.
+"""The worker: two busy steps that only move bytes around the pure steps, inside a Faust app.
 
 ``score``: source topics -> validate -> score -> KPI windows (agents.windows) -> points-ledger
-(awaiting the broker's acks), dead-letters and late-events -> mark event ids seen -> ack.
-``project``: points-ledger -> one Lua call per partition batch in Redis -> ack. Source records are
-acked (so their offsets can be committed) only after their effects are durable; a broker or Redis
-failure is retried with backoff, never skipped.
+(awaiting the broker's acks), dead-letters and late-events -> mark event ids seen -> commit.
+``project``: points-ledger -> one Lua call per partition batch in Redis -> commit. Offsets are
+committed only after a batch's effects are durable; a broker or Redis failure is retried with
+backoff, never skipped.
 
-Both agents read ``stream.noack().noack_take(...)`` and ack by hand: Faust's ``take``/``take_events``
-ack a batch in a ``finally`` clause, which also runs when the batch is abandoned (error or shutdown)
-and would lose it. An unexpected exception crashes the worker (``CrashingSupervisor``) instead of
-Faust's default of restarting the agent, which skips the failed batch; the unacked batch is read
-again by the next worker.
+Both steps read batches straight from aiokafka (:mod:`agents.consume`: Faust's per-record stream
+machinery cost more than the steps themselves). The Faust app runs the rest: the producer, the
+leader's timers (SLA tick, digests), the ``alerts`` agent on sla-alerts (``stream.noack().noack_take``,
+acked by hand: Faust's ``take`` acks in a ``finally`` clause, also for an abandoned batch), the
+notification dispatcher and the worker's lifecycle. An unexpected exception crashes the worker
+(``CrashingSupervisor``) instead of carrying on past the failed batch; the batch is read again by the
+next worker.
 """
 
 from __future__ import annotations
@@ -652,33 +654,28 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         if records:
             await scorer.project(records)
 
-    common = {
-        "bootstrap": settings.bootstrap_servers,
-        "metrics": metrics,
-        "max_records": size,
-        "within_s": within,
-        "session_timeout_s": settings.broker_session_timeout_s,
-        "heartbeat_interval_s": settings.broker_heartbeat_interval_s,
-        "on_assignment": assigned_changed,
-    }
+    reader = partial(
+        BatchReader,
+        bootstrap=settings.bootstrap_servers,
+        metrics=metrics,
+        max_records=size,
+        within_s=within,
+        session_timeout_s=settings.broker_session_timeout_s,
+        heartbeat_interval_s=settings.broker_heartbeat_interval_s,
+        on_assignment=assigned_changed,
+    )
     readers.append(
-        BatchReader(
-            "score",
-            topics.sources,
-            score,
-            group=score_group(settings),
-            on_revoked=lambda tps: scorer.forget((), tps),
-            **common,  # type: ignore[arg-type]
+        reader(
+            "score", topics.sources, score, group=score_group(settings), on_revoked=lambda tps: scorer.forget((), tps)
         )
     )
     readers.append(
-        BatchReader(
+        reader(
             "project",
             (topics.ledger,),
             project,
             group=f"{settings.app_id}.project",
             on_revoked=lambda tps: scorer.forget([p for _, p in tps]),
-            **common,  # type: ignore[arg-type]
         )
     )
     for reader in readers:

@@ -806,8 +806,6 @@ def _seconds(text: str) -> float:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    # SIGTERM (a timeout, an orchestrator) unwinds like Ctrl-C, so every process the run started is stopped.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     if args.micro:
         from pitstop.bench.micro import run_micro, table
@@ -831,6 +829,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         fanout=tuple(args.fanout) if args.fanout is not None else (() if args.quick else (1000, 2000, 10_000)),
         replay=args.replay if args.replay is not None else (0 if args.quick else 1_000_000),
     )
+    # SIGTERM (a timeout, an orchestrator) unwinds like Ctrl-C, so every process the run started is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     report = run(opts, say=say)
     report["bench_seconds"] = round(time.monotonic() - started, 1)

@@ -44,7 +44,16 @@ import orjson
 
 from config.directory import load_directory
 from config.settings import Settings
-from pitstop.services import Service, cpu_seconds, free_port, rss_mb, start_redis, start_tansu, worker_metrics
+from pitstop.services import (
+    Service,
+    cpu_seconds,
+    free_port,
+    rss_mb,
+    start_redis,
+    start_tansu,
+    worker_events_read,
+    worker_metrics,
+)
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics, ensure_topics
 
@@ -522,9 +531,8 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
 
 
 async def events_read(port: int) -> float:
-    """Source records the worker has read so far (its /metrics, fetched off the loop)."""
-    text = await asyncio.to_thread(worker_metrics, port)
-    return metric_sums(text or "").get("pitstop_events", 0.0)
+    """Source records the worker has read so far (its /metrics, fetched off the loop; 0 while it does not answer)."""
+    return float(max(0, await asyncio.to_thread(worker_events_read, port)))
 
 
 def wait_joined(port: int, worker: Child, timeout: float, partitions: int) -> None:

@@ -51,6 +51,10 @@ class Award:
 
     def to_ledger(self) -> bytes:
         """The ledger record value: canonical JSON (sorted keys), identical for identical awards."""
+        return orjson.dumps(self.ledger_fields(), option=orjson.OPT_SORT_KEYS)
+
+    def ledger_fields(self) -> dict[str, Any]:
+        """The ledger record's JSON object (what :meth:`to_ledger` encodes and the projection reads)."""
         record: dict[str, Any] = {
             "v": LEDGER_SCHEMA,
             "kind": self.kind,
@@ -77,7 +81,7 @@ class Award:
         }
         if self.badge:  # only then: entries without one keep the bytes they had before badges existed
             record["badge"] = {"id": self.badge.id, "name": self.badge.name}
-        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        return record
 
     @classmethod
     def from_ledger(cls, raw: bytes) -> Award:

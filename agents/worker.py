@@ -64,7 +64,7 @@ from state.alerts import AlertBoard
 from state.budgets import BudgetStore
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
-from state.league import League, LedgerRecord
+from state.league import League, LedgerEntry, LedgerRecord, ledger_fields
 from state.notify import NotifyQueue
 from state.sla import SlaStore
 from state.subjects import SubjectStore, from_ledger
@@ -424,24 +424,25 @@ class Scorer:
 
     # --- ledger -> league -------------------------------------------------------------------
 
-    async def project(self, records: Sequence[tuple[LedgerRecord, int | None]]) -> None:
+    async def project(self, entries: Sequence[LedgerEntry]) -> None:
         """Apply one batch of ledger records to the league; returns when Redis has them."""
-        self.metrics.batch_size.labels("project").observe(len(records))
-        batch = [r for r, _ in records]
-        result = await self._retry("league", lambda: self.league.apply(batch))
+        self.metrics.batch_size.labels("project").observe(len(entries))
+        result = await self._retry("league", lambda: self.league.apply_entries(entries))
         if result.gaps:
             # Redis is behind the ledger (it lost its newest writes, or was flushed): replay the missing
             # range first, then this batch. Award ids keep every replayed award at most once.
             for partition, start, end in result.gaps:
                 await self._fill_gap(partition, start, end)
-            result = await self._retry("league", lambda: self.league.apply(batch))
+            result = await self._retry("league", lambda: self.league.apply_entries(entries))
         self.metrics.ledger_applied.inc(result.applied)
         self.metrics.ledger_skipped.inc(result.skipped)
         now_ms = time.time() * 1000
-        for record, source_ts in records:
-            self.applied_upto[record.partition] = max(self.applied_upto.get(record.partition, -1), record.offset)
+        applied_upto, observe = self.applied_upto, self.metrics.event_to_league.observe
+        for partition, offset, _, source_ts in entries:
+            if offset > applied_upto.get(partition, -1):
+                applied_upto[partition] = offset
             if source_ts is not None:
-                self.metrics.event_to_league.observe(max(0.0, (now_ms - source_ts) / 1000))
+                observe(max(0.0, (now_ms - source_ts) / 1000))
         for partition, offset in self.applied_upto.items():
             self.metrics.ledger_lag.labels(str(partition)).set(offset)
 
@@ -528,15 +529,19 @@ def _reading(app: faust.App, reader: BatchReader) -> Callable[[Any], Awaitable[N
     return run
 
 
-def _ledger_record(m: Any) -> tuple[LedgerRecord, int | None] | None:
+def _ledger_entry(m: Any) -> LedgerEntry | None:
     """An aiokafka record of the points ledger, with its source event's timestamp (None if unreadable)."""
     try:
-        award = Award.from_ledger(m.value)
-    except (ValueError, KeyError, TypeError):
+        fields = ledger_fields(m.value)
+    except (ValueError, TypeError):
         log.error("unreadable ledger record %s[%d]@%d skipped", m.topic, m.partition, m.offset)
         return None
-    source_ts = next((int(v) for k, v in (m.headers or []) if k == SOURCE_TS_HEADER and v.isdigit()), None)
-    return LedgerRecord(m.partition, m.offset, award, source_ts), source_ts
+    source_ts = None
+    for name, value in m.headers or ():
+        if name == SOURCE_TS_HEADER:
+            source_ts = int(value) if value.isdigit() else None
+            break
+    return LedgerEntry(m.partition, m.offset, fields, source_ts)
 
 
 def score_group(settings: Settings) -> str:
@@ -650,9 +655,9 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         await scorer.score([SourceRecord.from_consumer(m) for m in messages])
 
     async def project(messages: list[Any]) -> None:
-        records = [r for r in map(_ledger_record, messages) if r is not None]
-        if records:
-            await scorer.project(records)
+        entries = [e for e in map(_ledger_entry, messages) if e is not None]
+        if entries:
+            await scorer.project(entries)
 
     reader = partial(
         BatchReader,

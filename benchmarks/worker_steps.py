@@ -28,13 +28,12 @@ import agents.worker as worker_module
 from agents.metrics import WorkerMetrics
 from agents.pipeline import SourceRecord
 from agents.rules import load_rule_pack
-from agents.scoring import Award
 from agents.worker import Scorer
 from config.directory import load_directory
 from config.settings import Settings
 from config.sla import load_sla_policy
 from pitstop.services import start_redis
-from state.league import LedgerRecord
+from state.league import LedgerEntry, ledger_fields
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics
 
@@ -131,14 +130,12 @@ async def measure(events: int, batch: int) -> dict[str, Any]:
         score_s = time.perf_counter() - started
         score_parts = dict(SPENT)
         SPENT.clear()
-        ledger = [
-            (LedgerRecord(0, n, Award.from_ledger(value), 0), 0)
-            for n, (topic, _, value, _) in enumerate(r for r in recorder.sent if r[0] == topics.ledger)
-            if value is not None
-        ]
+        ledger = [value for topic, _, value, _ in recorder.sent if topic == topics.ledger and value is not None]
+        decode = timed("ledger decode", ledger_fields)
         started = time.perf_counter()
         for i in range(0, len(ledger), batch):
-            await scorer.project(ledger[i : i + batch])
+            entries = [LedgerEntry(0, i + n, decode(value), 0) for n, value in enumerate(ledger[i : i + batch])]
+            await scorer.project(entries)
         project_s = time.perf_counter() - started
         project_parts = dict(SPENT)
     finally:

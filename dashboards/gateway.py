@@ -660,6 +660,7 @@ class Gateway:
         }
         if delta.src is not None:
             message["src"] = delta.src  # the oldest source event's time (ms) behind it
+            message["pushed"] = int(time.time() * 1000)  # when it was encoded to go out (ms): a stage time
         return message
 
     def _as_of(self, board: str) -> str:

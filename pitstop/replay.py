@@ -47,7 +47,7 @@ from agents.worker import Scorer
 from config.directory import Directory
 from config.settings import Settings
 from state import workers
-from state.league import League, LedgerRecord
+from state.league import League, LedgerEntry, ledger_fields
 from state.standings import season_points
 from streams.topics import GENERATION_NAME, LEDGER_CONFIG, Topics, active_topics, read_topic
 
@@ -214,20 +214,20 @@ async def replay(
     try:
         records = arrival_order(await read_sources(bootstrap, live_topics))
         shadow_records = await score_into_shadow(redis, shadow_settings, pack, directory, records, batch_size)
-        shadow = [Award.from_ledger(r) for r in shadow_records]
-        live_records = [m.value for batch in await _ledger_batches(bootstrap, live_topics.ledger) for m in batch]
-        live = [Award.from_ledger(v) for v in live_records if v is not None]
+        # Only the records' bytes are kept: they are read into awards or JSON objects a batch at a time
+        # (an Award object per record of a million-event replay took gigabytes).
+        live_records = await _ledger_values(bootstrap, live_topics.ledger)
         league = League(redis, shadow_ns)
         activated = ""
         if activate:
             placed = await _write_generation(bootstrap, settings, Topics.from_settings(shadow_settings), shadow_records)
-            await _project(league, [LedgerRecord(p, o, a) for (p, o), a in zip(placed, shadow, strict=True)])
+            await _project(league, zip(placed, shadow_records, strict=True))
             await _check_worker_stopped(redis, settings.redis_namespace)  # still: nobody writes the live keys now
             await _record_generation(bootstrap, live_topics, name, pack, live_topics.generation)
             await _swap(redis, settings.redis_namespace, shadow_ns)
             activated = Topics.from_settings(shadow_settings).ledger
         else:  # boards to look at: one virtual partition, in the shadow ledger's order
-            await _project(league, [LedgerRecord(0, i, a) for i, a in enumerate(shadow)])
+            await _project(league, (((0, i), raw) for i, raw in enumerate(shadow_records)))
     finally:
         if activate:
             await workers.release_activation(redis, settings.redis_namespace)
@@ -239,8 +239,8 @@ async def replay(
         records=len(records),
         entries=len(shadow_records),
         digest=digest(shadow_records),
-        matches_live=set(shadow_records) == {v for v in live_records if v is not None},
-        changes=changes(live, shadow),
+        matches_live=set(shadow_records) == set(live_records),
+        changes=changes(map(Award.from_ledger, live_records), map(Award.from_ledger, shadow_records)),
         seconds=round(time.monotonic() - started, 2),
         activated=activated,
     )
@@ -316,16 +316,24 @@ async def _finish(
     )
 
 
-async def _project(league: League, records: Sequence[LedgerRecord]) -> None:
-    for start in range(0, len(records), 5000):  # in ledger order, a bounded script call at a time
-        await league.apply(records[start : start + 5000], rebuild=True)
+async def _project(league: League, records: Iterable[tuple[tuple[int, int], bytes]]) -> None:
+    """((partition, offset), ledger record) in ledger order, applied a bounded script call at a time."""
+    chunk: list[LedgerEntry] = []
+    for (partition, offset), raw in records:
+        chunk.append(LedgerEntry(partition, offset, ledger_fields(raw)))
+        if len(chunk) == 5000:
+            await league.apply_entries(chunk, rebuild=True)
+            chunk = []
+    if chunk:
+        await league.apply_entries(chunk, rebuild=True)
 
 
-async def _ledger_batches(bootstrap: str, topic: str) -> list[list[Any]]:
+async def _ledger_values(bootstrap: str, topic: str) -> list[bytes]:
+    """The values of a ledger topic's records (none: no ledger yet)."""
     try:
-        return [batch async for batch in read_topic(bootstrap, topic)]
+        return [m.value async for batch in read_topic(bootstrap, topic) for m in batch if m.value is not None]
     except LookupError:
-        return []  # no ledger yet
+        return []
 
 
 async def _check_worker_stopped(redis: aioredis.Redis, namespace: str) -> None:
@@ -345,7 +353,7 @@ async def _write_generation(
     await admin.start()
     try:
         if topics.ledger in set(await admin.list_topics()):
-            if await _ledger_batches(bootstrap, topics.ledger):
+            if await _ledger_values(bootstrap, topics.ledger):
                 raise ReplayError(f"topic {topics.ledger} already holds records; give the replay another name")
         else:
             await admin.create_topics(

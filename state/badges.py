@@ -14,7 +14,7 @@ the last one that earned it, that each earned it (a month streak of 3: three mon
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -48,12 +48,18 @@ class BadgeSummary:
 def badge_target(award: Award) -> tuple[str, dict[str, str] | None] | None:
     """How a ledger entry counts for badges: (the award it counts for, what that award earns, or None
     when the entry takes back points without naming a badge); None for an entry unrelated to badges."""
-    if award.badge is not None and award.kind in ("award", "correction"):
-        target = award.retracts or award.award_id
-        earned = {"badge": award.badge.id, "name": award.badge.name, "award_id": target}
-        return target, earned | {"event_id": award.event_id, "at": award.occurred_at}
-    if award.kind in ("retraction", "correction") and award.retracts:
-        return award.retracts, None
+    return badge_target_of(award.ledger_fields())
+
+
+def badge_target_of(fields: Mapping[str, Any]) -> tuple[str, dict[str, str] | None] | None:
+    """:func:`badge_target` of a ledger record's JSON object (:meth:`agents.scoring.Award.ledger_fields`)."""
+    kind, retracts, badge = fields.get("kind", "award"), fields.get("retracts", ""), fields.get("badge")
+    if badge is not None and kind in ("award", "correction"):
+        target = retracts or fields["award_id"]
+        earned = {"badge": badge["id"], "name": badge["name"], "award_id": target}
+        return target, earned | {"event_id": fields["event_id"], "at": fields["occurred_at"]}
+    if kind in ("retraction", "correction") and retracts:
+        return retracts, None
     return None
 
 

@@ -26,71 +26,77 @@ Key layout, under a namespace ``ns`` (default ``pitstop``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis.asyncio as aioredis
 
 from agents.scoring import Award
-from state.badges import BadgeEarned, badge_target, held_badges
+from state.badges import BadgeEarned, badge_target_of, held_badges
 
 SCOPES = ("centre", "region", "state", "nation")
 RECENT_AWARDS = 50
 
 APPLY_LUA = """
 local ns = ARGV[1]
-local batch = cjson.decode(ARGV[2])
 local rebuild = ARGV[3] == 'rebuild'
 local offsets_key = ns .. ':ledger-offsets'
-local partition = tostring(batch.partition)
-local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
-if not rebuild and batch.records[1].o > last + 1 then
-  -- Records between the last applied offset and this batch are missing here (Redis lost its newest
-  -- writes, or was flushed): apply nothing, say where the gap starts; the caller fills it first.
-  return {0, 0, last + 1}
-end
-local top = last
 local changed, order, src = {}, {}, {}
-local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per batch, written once each
-local notes, published = {}, {}  -- the batch's award notifications and board changes, one message each
-local applied, skipped = 0, 0
-for _, r in ipairs(batch.records) do
-  if rebuild or r.o > last then
-    if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
-      applied = applied + 1
-      for _, b in ipairs(r.b) do
-        local key = b .. ' ' .. r.p
-        local sum = sums[key]
-        if not sum then
-          sum = {b, r.p, 0}
-          sums[key] = sum
-          table.insert(sum_order, key)
-        end
-        sum[3] = sum[3] + r.pts
-        if r.sr and (not src[b] or r.sr < src[b]) then src[b] = r.sr end
-      end
-      if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
-        local held = ns .. ':badges:' .. r.p
-        if r.bg then redis.call('HSETNX', held, r.t .. ':m', r.bg) end
-        if r.bg or redis.call('HEXISTS', held, r.t .. ':m') == 1 then redis.call('HINCRBY', held, r.t, r.pts) end
-      end
-      local mine = recent[r.p]
-      if not mine then
-        mine = {}
-        recent[r.p] = mine
-        table.insert(recent_order, r.p)
-      end
-      table.insert(mine, r.n)
-      table.insert(notes, r.n)
-    else
-      skipped = skipped + 1
-    end
+local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
+local notes, published = {}, {}  -- the call's award notifications and board changes, one message each
+local results = {}
+for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partition
+  local partition = tostring(batch.partition)
+  local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
+  local applied, skipped = 0, 0
+  if not rebuild and batch.records[1].o > last + 1 then
+    -- Records between the last applied offset and this batch are missing here (Redis lost its newest
+    -- writes, or was flushed): apply nothing of this partition, say where the gap starts; the caller
+    -- fills it first.
+    table.insert(results, {0, 0, last + 1})
   else
-    skipped = skipped + 1
+    local top = last
+    for _, r in ipairs(batch.records) do
+      if rebuild or r.o > last then
+        if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
+          applied = applied + 1
+          for _, b in ipairs(r.b) do
+            local key = b .. ' ' .. r.p
+            local sum = sums[key]
+            if not sum then
+              sum = {b, r.p, 0}
+              sums[key] = sum
+              table.insert(sum_order, key)
+            end
+            sum[3] = sum[3] + r.pts
+            if r.sr and (not src[b] or r.sr < src[b]) then src[b] = r.sr end
+          end
+          if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
+            local held = ns .. ':badges:' .. r.p
+            if r.bg then redis.call('HSETNX', held, r.t .. ':m', r.bg) end
+            if r.bg or redis.call('HEXISTS', held, r.t .. ':m') == 1 then redis.call('HINCRBY', held, r.t, r.pts) end
+          end
+          local mine = recent[r.p]
+          if not mine then
+            mine = {}
+            recent[r.p] = mine
+            table.insert(recent_order, r.p)
+          end
+          table.insert(mine, r.n)
+          table.insert(notes, r.n)
+        else
+          skipped = skipped + 1
+        end
+      else
+        skipped = skipped + 1
+      end
+      if r.o > top then top = r.o end
+    end
+    if top > last then redis.call('HSET', offsets_key, partition, top) end
+    table.insert(results, {applied, skipped, -1})
   end
-  if r.o > top then top = r.o end
 end
 for _, key in ipairs(sum_order) do  -- one ZINCRBY per board and person: the same end scores
   local b, p, pts = unpack(sums[key])
@@ -108,7 +114,6 @@ for _, p in ipairs(recent_order) do  -- the newest RECENT, newest first, as one 
   redis.call('LPUSH', key, unpack(mine, from))
   redis.call('LTRIM', key, 0, RECENT - 1)
 end
-if top > last then redis.call('HSET', offsets_key, partition, top) end
 local now = redis.call('TIME')
 local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 for _, b in ipairs(order) do
@@ -117,7 +122,7 @@ for _, b in ipairs(order) do
 end
 if #notes > 0 then redis.call('PUBLISH', ns .. ':awards', '[' .. table.concat(notes, ',') .. ']') end
 if #published > 0 then redis.call('PUBLISH', ns .. ':board-changes', '[' .. table.concat(published, ',') .. ']') end
-return {applied, skipped, -1}
+return results
 """.replace("RECENT", str(RECENT_AWARDS))
 
 
@@ -133,32 +138,45 @@ def scope_ids(centre_id: str, region: str, state: str) -> dict[str, str]:
 
 def boards_for(award: Award) -> list[str]:
     """Every board an award counts on: 4 scopes x (all roles, the person's role); a refusal, none."""
-    if award.kind == "refusal":
+    return _boards(award.kind, award.season, award.centre_id, award.region, award.state, award.role)
+
+
+def _boards(kind: str, season: str, centre_id: str, region: str, state: str, role: str) -> list[str]:
+    if kind == "refusal":
         return []
-    ids = scope_ids(award.centre_id, award.region, award.state)
-    return [board_key(award.season, scope, ids[scope], role) for scope in SCOPES for role in ("all", award.role)]
+    return [
+        f"lg:{season}:{scope}:{scope_id}:{r}"  # board_key, spelled out: this runs for every ledger record
+        for scope, scope_id in (("centre", centre_id), ("region", region), ("state", state), ("nation", "all"))
+        for r in ("all", role)
+    ]
 
 
 def notification(award: Award) -> dict[str, Any]:
     """What a person's device receives when the award (or a retraction) lands: the points and the why."""
+    return notification_of(award.ledger_fields())
+
+
+def notification_of(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`notification` of a ledger record's JSON object (:meth:`agents.scoring.Award.ledger_fields`)."""
+    badge = fields.get("badge")
     return {
         # "award"; "retraction" or "correction" (`retracts` names the entry); "cap"; "refusal" (0 points)
-        "type": award.kind,
-        "award_id": award.award_id,
-        "retracts": award.retracts,
-        "staff_id": award.staff_id,
-        "points": award.points,
-        "rule_id": award.rule_id,
-        "rule_version": award.rule_version,
-        "why": award.why,
-        "inputs": award.inputs,
-        "multipliers": [list(m) for m in award.multipliers],
-        "event_id": award.event_id,
-        "event_type": award.event_type,
-        "occurred_at": award.occurred_at,
-        "season": award.season,
-        "centre_id": award.centre_id,
-        "badge": {"id": award.badge.id, "name": award.badge.name} if award.badge else None,
+        "type": fields.get("kind", "award"),
+        "award_id": fields["award_id"],
+        "retracts": fields.get("retracts", ""),
+        "staff_id": fields["staff_id"],
+        "points": fields["points"],
+        "rule_id": fields["rule_id"],
+        "rule_version": fields["rule_version"],
+        "why": fields["why"],
+        "inputs": fields["inputs"],
+        "multipliers": fields["multipliers"],
+        "event_id": fields["event_id"],
+        "event_type": fields["event_type"],
+        "occurred_at": fields["occurred_at"],
+        "season": fields["season"],
+        "centre_id": fields["centre_id"],
+        "badge": {"id": badge["id"], "name": badge["name"]} if badge else None,
     }
 
 
@@ -168,6 +186,58 @@ class LedgerRecord:
     offset: int
     award: Award
     source_ts: int | None = None  # ms timestamp of the source event's record (its ``source.ts`` header)
+
+
+class LedgerEntry(NamedTuple):
+    """A ledger record as the live projection reads it: its JSON object, not an :class:`Award` (building
+    one per record cost the project step more than the rest of its Python work)."""
+
+    partition: int
+    offset: int
+    fields: Mapping[str, Any]  # the record's JSON object (:meth:`agents.scoring.Award.ledger_fields`)
+    source_ts: int | None = None
+
+    @classmethod
+    def of(cls, record: LedgerRecord) -> LedgerEntry:
+        return cls(record.partition, record.offset, record.award.ledger_fields(), record.source_ts)
+
+
+# What every ledger record carries (schema 1 and 2); the rest have defaults (Award.from_ledger).
+_REQUIRED = frozenset(
+    [
+        "award_id",
+        "event_id",
+        "event_type",
+        "rule_id",
+        "rule_version",
+        "staff_id",
+        "role",
+        "centre_id",
+        "region",
+        "state",
+        "season",
+        "points",
+        "occurred_at",
+        "inputs",
+        "multipliers",
+        "why",
+    ]
+)
+
+
+def ledger_fields(raw: bytes) -> dict[str, Any]:
+    """A ledger record's value as the projection needs it; ValueError if it is not a ledger record."""
+    try:
+        fields = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not a ledger record: not JSON ({exc})") from None
+    if not isinstance(fields, dict) or not fields.keys() >= _REQUIRED:
+        raise ValueError("not a ledger record")
+    if type(fields["points"]) is not int or not all(
+        isinstance(fields[k], str) for k in ("award_id", "staff_id", "season", "centre_id", "region", "state", "role")
+    ):
+        raise ValueError("ledger record with a field of the wrong type")
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,39 +256,30 @@ class League:
         self._apply = redis.register_script(APPLY_LUA)
 
     async def apply(self, records: Sequence[LedgerRecord], *, rebuild: bool = False) -> ApplyResult:
-        """Apply ledger records (any partitions) at most once each; one script call per partition.
+        """Apply ledger records (any partitions) at most once each: :meth:`apply_entries`."""
+        return await self.apply_entries([LedgerEntry.of(r) for r in records], rebuild=rebuild)
+
+    async def apply_entries(self, entries: Sequence[LedgerEntry], *, rebuild: bool = False) -> ApplyResult:
+        """Apply ledger records (any partitions) at most once each, in one script call.
 
         Live (not rebuild) batches must continue where the partition's recorded offset left off; a
         partition whose batch starts further on is not applied and is reported in ``gaps``.
         """
         by_partition: dict[int, list[dict[str, Any]]] = {}
-        for rec in sorted(records, key=lambda r: (r.partition, r.offset)):
-            a = rec.award
-            item = {
-                "o": rec.offset,
-                "id": a.award_id,
-                "s": a.season,
-                "p": a.staff_id,
-                "pts": a.points,
-                "b": boards_for(a),
-                "n": orjson.dumps(notification(a)).decode(),
-            }
-            if rec.source_ts is not None:
-                item["sr"] = rec.source_ts
-            if target := badge_target(a):
-                item["t"] = target[0]
-                if target[1] is not None:
-                    item["bg"] = orjson.dumps(target[1]).decode()
-            by_partition.setdefault(rec.partition, []).append(item)
+        for entry in sorted(entries, key=lambda e: (e.partition, e.offset)):
+            by_partition.setdefault(entry.partition, []).append(_item(entry))
+        if not by_partition:
+            return ApplyResult(0, 0)
+        partitions = sorted(by_partition)
+        payload = orjson.dumps([{"partition": p, "records": by_partition[p]} for p in partitions])
+        results = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
         applied = skipped = 0
         gaps: list[tuple[int, int, int]] = []
-        for partition, items in sorted(by_partition.items()):
-            payload = orjson.dumps({"partition": partition, "records": items}).decode()
-            result = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
+        for partition, result in zip(partitions, results, strict=True):
             applied += int(result[0])
             skipped += int(result[1])
             if int(result[2]) >= 0:
-                gaps.append((partition, int(result[2]), int(items[0]["o"])))
+                gaps.append((partition, int(result[2]), int(by_partition[partition][0]["o"])))
         return ApplyResult(applied, skipped, tuple(gaps))
 
     async def board(self, board: str, limit: int = 500) -> tuple[int, list[tuple[str, int]]]:
@@ -257,6 +318,27 @@ class League:
             async for key in self.redis.scan_iter(match=f"{self.ns}:{pattern}", count=1000):
                 deleted += int(await self.redis.unlink(key))
         return deleted
+
+
+def _item(entry: LedgerEntry) -> dict[str, Any]:
+    """One record's part of the apply script's argument (see APPLY_LUA for the names)."""
+    f = entry.fields
+    item = {
+        "o": entry.offset,
+        "id": f["award_id"],
+        "s": f["season"],
+        "p": f["staff_id"],
+        "pts": f["points"],
+        "b": _boards(f.get("kind", "award"), f["season"], f["centre_id"], f["region"], f["state"], f["role"]),
+        "n": orjson.dumps(notification_of(f)).decode(),
+    }
+    if entry.source_ts is not None:
+        item["sr"] = entry.source_ts
+    if target := badge_target_of(f):
+        item["t"] = target[0]
+        if target[1] is not None:
+            item["bg"] = orjson.dumps(target[1]).decode()
+    return item
 
 
 def _text(value: bytes | str) -> str:

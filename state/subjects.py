@@ -32,6 +32,12 @@ for key, fields in pairs(cjson.decode(ARGV[2])) do
 end
 return 0
 """
+# ARGV: the subjects' keys; returns each one's fields and values, flat (HGETALL), in the keys' order.
+LOAD_LUA = """
+local found = {}
+for i = 1, #ARGV do found[i] = redis.call('HGETALL', ARGV[i]) end
+return found
+"""
 
 
 class SubjectStore:
@@ -40,6 +46,7 @@ class SubjectStore:
         self.ns = namespace
         self.ttl_s = ttl_s
         self._save = redis.register_script(SAVE_LUA)
+        self._load = redis.register_script(LOAD_LUA)
 
     def _key(self, subject: str) -> str:
         return f"{self.ns}:subject:{subject}"
@@ -48,11 +55,11 @@ class SubjectStore:
         keys = list(subjects)
         if not keys:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(self._key(key))
-            found = await pipe.execute()
-        return {key: decode(fields, key) for key, fields in zip(keys, found, strict=True)}
+        found = await self._load(args=[self._key(key) for key in keys])  # one call: a pipeline cost ~10 µs a key
+        return {
+            key: decode(dict(zip(flat[::2], flat[1::2], strict=True)), key)
+            for key, flat in zip(keys, found, strict=True)
+        }
 
     async def save(self, subjects: Mapping[str, Subject]) -> None:
         if not subjects:

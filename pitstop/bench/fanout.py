@@ -118,6 +118,7 @@ class ClientReport:
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     src_ms: array[float] = field(default_factory=lambda: array("d"))
     src_at: array[float] = field(default_factory=lambda: array("d"))  # receive time (unix s) of each src sample
+    pushed_ms: array[float] = field(default_factory=lambda: array("d"))  # the gateway's push time - src, or -1
     cpu_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -143,7 +144,7 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
     stopping = False
     # (board, client's seq before, delta's seq, receive time, src ms or -1), resolved at the end
     boards: dict[str, int] = {}
-    rec_board, rec_lo, rec_hi, rec_src = array("i"), array("q"), array("q"), array("q")
+    rec_board, rec_lo, rec_hi, rec_src, rec_pushed = array("i"), array("q"), array("q"), array("q"), array("q")
     rec_t = array("d")
     sockets: list[ClientConnection] = []
 
@@ -206,6 +207,7 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
                     rec_hi.append(int(message["seq"]))
                     rec_t.append(now)
                     rec_src.append(int(message.get("src", -1)))
+                    rec_pushed.append(int(message.get("pushed", -1)))
                     seq = int(message["seq"])
                 elif kind == "snapshot":
                     board, seq = message["board"], int(message["seq"])
@@ -232,6 +234,7 @@ async def _clients(conn: Connection, port: int, specs: list[KioskSpec], concurre
         if rec_src[i] >= 0:
             report.src_ms.append(rec_t[i] * 1000 - rec_src[i])
             report.src_at.append(rec_t[i])
+            report.pushed_ms.append(rec_pushed[i] - rec_src[i] if rec_pushed[i] >= 0 else -1.0)
         times = applied.get(names[rec_board[i]])
         if times is None:
             continue
@@ -441,17 +444,17 @@ class KioskPool:
     def pids(self) -> dict[str, int]:
         return {f"kiosks-{i}": w.pid for i, (w, _) in enumerate(self.workers) if w.pid is not None}
 
-    def stop(self, timeout: float = 120.0) -> list[tuple[float, float]]:
-        """Disconnect; every (receive time in unix s, receive - src in ms) the kiosks saw."""
+    def stop(self, timeout: float = 120.0) -> list[tuple[float, float, float]]:
+        """Disconnect; every (receive time in unix s, receive - src, push - src in ms or -1) the kiosks saw."""
         try:
             for _, conn in self.workers:
                 conn.send(("stop", {}))
-            samples: list[tuple[float, float]] = []
+            samples: list[tuple[float, float, float]] = []
             for _, conn in self.workers:
                 if not conn.poll(timeout):
                     raise RuntimeError(f"kiosk reports not received within {timeout:.0f}s")
                 report: ClientReport = conn.recv()[1]
-                samples += zip(report.src_at, report.src_ms, strict=True)
+                samples += zip(report.src_at, report.src_ms, report.pushed_ms, strict=True)
                 self.deltas += report.deltas
                 self.dropped += report.dropped
             return samples

@@ -369,7 +369,7 @@ def peer_throughput(st: Stack, peer: str, events: int, timeout: float) -> Throug
         str(events),
     ]
     with (st.logs / f"peer-{peer}.log").open("ab") as log:
-        child = Child.spawn(peer, args, st.env(), log)
+        child = Child.spawn(peer, args, st.env(), log, cwd=st.logs)  # a Faust peer keeps its data folder there
     try:
         child.expect("FIRST", timeout)
         cpu0 = st.infra_cpu()
@@ -385,7 +385,7 @@ def peer_throughput(st: Stack, peer: str, events: int, timeout: float) -> Throug
 
 # --- latency, open loop ---------------------------------------------------------------------------
 
-STAGES = ("consumed", "awarded", "applied", "received")
+STAGES = ("consumed", "awarded", "applied", "pushed", "received")
 
 
 def percentiles(values: Sequence[float] | np.ndarray[Any, Any]) -> dict[str, float | int | None]:
@@ -509,7 +509,7 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
     report_steps = []
     for step in steps:
         inside = [s for s in stages if step.start <= s[0] <= step.end]
-        received = [ms for at, ms in samples if step.start <= at - ms / 1000 <= step.end]
+        kiosk = [(ms, pushed) for at, ms, pushed in samples if step.start <= at - ms / 1000 <= step.end]
         report_steps.append(
             {
                 "rate": step.rate,
@@ -522,7 +522,8 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
                     "consumed": percentiles([s[1] for s in inside]),
                     "awarded": percentiles([s[2] for s in inside]),
                     "applied": percentiles(step.applied_ms),
-                    "received": percentiles(received),
+                    "pushed": percentiles([pushed for _, pushed in kiosk if pushed >= 0]),
+                    "received": percentiles([ms for ms, _ in kiosk]),
                 },
                 "cpu_us_per_event": {k: round(v, 1) for k, v in step.cpu_us_per_event.items()},
             }

@@ -18,7 +18,7 @@ from agents.rules import Badge
 from agents.scoring import Award
 from pitstop.services import Service
 from state.badges import badges_from_ledger
-from state.league import League, LedgerRecord, boards_for
+from state.league import League, LedgerEntry, LedgerRecord, boards_for, ledger_fields
 from tests.conftest import seconds
 from tests.functional.conftest import award
 
@@ -85,6 +85,55 @@ async def test_a_batch_past_a_gap_is_refused_and_reported(league: League) -> Non
     filled = await league.apply([LedgerRecord(0, o, award(o + 1)) for o in (1, 2, 3, 4)])
     assert (filled.applied, filled.gaps) == (4, ())
     assert await league.ledger_offsets() == {0: 4}
+
+
+async def test_partitions_in_one_call_are_applied_or_refused_each_on_its_own(league: League) -> None:
+    """Records of several partitions go in one script call; a gap in one partition holds back only its records."""
+    await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(1, 0, award(2, "S0002"))])
+    result = await league.apply([LedgerRecord(0, 1, award(3)), LedgerRecord(1, 5, award(4, "S0002"))])
+    assert (result.applied, result.skipped, result.gaps) == (1, 0, ((1, 1, 5),))
+    assert await league.ledger_offsets() == {0: 1, 1: 0}
+    assert await _scores(league, "lg:2026-11:centre:C01:all") == [(b"S0002", 10.0), (b"S0001", 20.0)]
+
+
+async def test_ledger_bytes_and_awards_project_alike(redis_server: Service, namespace: str) -> None:
+    """The live step reads the ledger's JSON (no Award per record); the boards, recent awards and badges
+    it leaves are those of the same records applied as awards."""
+    client = aioredis.from_url(redis_server.url)
+    from_bytes, from_awards = League(client, namespace + "-bytes"), League(client, namespace + "-awards")
+    gold = Badge("gold", "Gold")
+    entries = [
+        award(1),
+        replace(award(2, "S0002", 30, role="advisor"), badge=gold),
+        replace(award(3, "S0002", -30), kind="retraction", retracts="award-2", award_id="take-back-2"),
+        replace(award(4, "S0003", 0), kind="refusal"),
+        replace(award(5), multipliers=(("weekend", "1.5"),), inputs={"rating": 5, "note": None}),
+    ]
+    raw = [LedgerEntry(0, n, ledger_fields(a.to_ledger()), 1_700_000_000_000) for n, a in enumerate(entries)]
+    await from_bytes.apply_entries(raw)
+    await from_awards.apply([LedgerRecord(0, n, a, 1_700_000_000_000) for n, a in enumerate(entries)])
+    for board in {b for a in entries for b in boards_for(a)}:
+        assert await _scores(from_bytes, board) == await _scores(from_awards, board), board
+    for staff_id in ("S0001", "S0002", "S0003"):
+        assert await from_bytes.recent_awards(staff_id) == await from_awards.recent_awards(staff_id)
+        assert await from_bytes.badges(staff_id) == await from_awards.badges(staff_id)
+    assert (await from_bytes.recent_awards("S0001"))[0]["multipliers"] == [["weekend", "1.5"]]
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"not json", "not a ledger record"),
+        (b"[1, 2]", "not a ledger record"),
+        (orjson.dumps({"award_id": "a1"}), "not a ledger record"),
+        (orjson.dumps(award(1).ledger_fields() | {"points": "10"}), "wrong type"),
+        (orjson.dumps(award(1).ledger_fields() | {"staff_id": 7}), "wrong type"),
+    ],
+)
+def test_a_record_that_is_not_a_ledger_entry_is_refused(raw: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        ledger_fields(raw)
 
 
 async def test_each_change_is_published_with_the_next_board_version(league: League) -> None:

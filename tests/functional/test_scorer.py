@@ -25,7 +25,7 @@ from agents.worker import Scorer
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES, Settings
 from pitstop.services import Service
-from state.league import LedgerRecord
+from state.league import LedgerEntry, LedgerRecord
 from streams.examples import EXAMPLES
 
 DIRECTORY_ZONE = load_directory(DEFAULT_DIRECTORY).centres["C01"].timezone
@@ -167,13 +167,13 @@ async def test_project_applies_each_award_once(redis: aioredis.Redis, namespace:
     scorer, _ = _scorer(redis, namespace, producer)
     await scorer.score([_record(_recent("jobcard.closed", "jc-2"), 0)])
     records = [
-        (LedgerRecord(0, offset, Award.from_ledger(value)), None)
+        LedgerEntry.of(LedgerRecord(0, offset, Award.from_ledger(value)))
         for offset, (_, _, value, _) in enumerate(producer.on("points-ledger"))
         if value is not None
     ]
     await scorer.project(records)
     await scorer.project(records)
-    season = records[0][0].award.season
+    season = records[0].fields["season"]
     board = f"{namespace}:lg:{season}:centre:C01:all"
     assert await redis.zrevrange(board, 0, -1, withscores=True) == [(b"S0001", 60.0), (b"S0009", 45.0)]
     assert await redis.hget(f"{namespace}:ledger-offsets", "0") == b"4"
@@ -237,7 +237,7 @@ async def test_reopened_job_card_is_taken_back_on_the_ledger_and_the_board(
         ("jobcard.flawless", "S0009", -30),
     ]
     assert registry.get_sample_value("pitstop_points_taken_back_total") == 75
-    await scorer.project([(LedgerRecord(0, n, a), None) for n, a in enumerate(ledger)])
+    await scorer.project([LedgerEntry.of(LedgerRecord(0, n, a)) for n, a in enumerate(ledger)])
     board = f"{namespace}:lg:{ledger[0].season}:centre:C01:all"
     assert sorted(await redis.zrevrange(board, 0, -1, withscores=True)) == [(b"S0001", 15.0), (b"S0009", 15.0)]
 
@@ -362,7 +362,7 @@ async def test_the_manager_kpi_dashboard_reads_what_the_scorer_recorded(redis: a
         [*(_record(e, n) for n, e in enumerate(closed)), *(_record(e, n) for n, e in enumerate(surveys))]
     )
     ledger = [v for _, _, v, _ in producer.on("points-ledger") if v]
-    await scorer.project([(LedgerRecord(0, n, Award.from_ledger(v)), None) for n, v in enumerate(ledger)])
+    await scorer.project([LedgerEntry.of(LedgerRecord(0, n, Award.from_ledger(v))) for n, v in enumerate(ledger)])
     today = datetime.fromisoformat(str(closed[0]["occurred_at"])).astimezone(DIRECTORY_ZONE).date()
     directory = load_directory(DEFAULT_DIRECTORY)
     west = directory.managed_centres("west")

@@ -9,6 +9,8 @@ import sys
 import orjson
 import pytest
 
+from pitstop.bench.harness import STAGES
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
@@ -36,3 +38,4 @@ def test_bench_reports_the_engine_the_peers_and_the_kiosk_latency() -> None:
     assert all(r["events"] > 0 for r in report["throughput"])
     (step,) = report["latency"]["steps"]
     assert step["events"] == 300 and step["stages_ms"]["received"]["n"] > 0
+    assert tuple(step["stages_ms"]) == STAGES and step["stages_ms"]["pushed"]["n"] > 0  # the gateway's send stage

@@ -187,14 +187,17 @@ class Scorer:
             max_event_bytes=self.settings.max_event_bytes,
             max_future_skew=self.max_future_skew,
         )
-        # SLA clocks this batch starts or stops, and the alerts its events show (kept in an outbox)
-        ops = plan_sla(decoded, self.sla_policy, self.directory) if self.sla_policy else []
-        alerts = await self._retry("sla", lambda: self.sla.observe(ops, int(time.time() * 1000))) if ops else []
-        event_ids = [event.event_id for _, event in decoded]
-        already = await self._retry("dedup", lambda: self.seen.seen(event_ids))
         pack = self.pack  # one pack for the whole batch, even if a reload lands meanwhile
+        # SLA clocks this batch starts or stops, and the alerts its events show (kept in an outbox); the
+        # events already scored; what was seen before of their subjects. Independent: one wait for all three.
+        ops = plan_sla(decoded, self.sla_policy, self.directory) if self.sla_policy else []
+        event_ids = [event.event_id for _, event in decoded]
         wanted = subjects_to_load(decoded, pack)
-        subjects = await self._retry("subjects", lambda: self.subjects.load(wanted))
+        alerts, already, subjects = await asyncio.gather(
+            self._retry("sla", lambda: self.sla.observe(ops, int(time.time() * 1000))) if ops else _none(),
+            self._retry("dedup", lambda: self.seen.seen(event_ids)),
+            self._retry("subjects", lambda: self.subjects.load(wanted)),
+        )
         result = score_decoded(decoded, pack=pack, directory=self.directory, already_seen=already, subjects=subjects)
         result.dead[:0] = dead
         # Recognitions drawing on a giver's monthly budget: granted or refused whole, atomically.
@@ -209,12 +212,15 @@ class Scorer:
         await self._retry(
             "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)
         )
-        await self._retry("kpi", lambda: self.kpi.clear_outbox(outbox))
-        await self._alerts_produced(alerts)
-        # After the ledger has them (a retraction is never remembered without its ledger record), before
-        # the seen marks (an event scored again after a crash finds its subject as it left it, or older).
+        # Subjects are saved after the ledger has their records (a retraction is never remembered without
+        # its ledger record), and before the seen marks (an event scored again after a crash finds its
+        # subject as it left it, or older).
         changed = {key: subjects[key] for key in result.changed_subjects}
-        await self._retry("subjects", lambda: self.subjects.save(changed))
+        await asyncio.gather(
+            self._retry("kpi", lambda: self.kpi.clear_outbox(outbox)),
+            self._alerts_produced(alerts),
+            self._retry("subjects", lambda: self.subjects.save(changed)),
+        )
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
         self._advance(records)
 
@@ -486,6 +492,10 @@ class Scorer:
                 log.warning("%s failed (%r); retrying in %.1fs", stage, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
+
+
+async def _none() -> list[Any]:
+    return []
 
 
 def _observe_lag(app: faust.App, metrics: WorkerMetrics, events: Sequence[Any]) -> None:

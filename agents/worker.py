@@ -193,7 +193,6 @@ class Scorer:
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
         self.projecting: set[int] = set()  # the ledger partitions this worker's project step reads
         self.own_writes = OwnWrites()
-        self.writing: asyncio.Future[None] | None = None  # set while a score batch writes and applies its records
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
         # The broker reads behind both gap checks (replaceable in tests): the group's committed offsets,
         # and the records of one partition in [start, end).
@@ -252,28 +251,20 @@ class Scorer:
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
         outbox = await self._retry("kpi", self.kpi.outbox)
 
-        # While the batch writes the ledger and applies its own records, the project step waits before
-        # reading more (it would find records not yet known as this worker's own, and apply them twice).
-        writing = self.writing = asyncio.get_running_loop().create_future()
-        try:
-            written = await self._retry(
-                "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)
-            )
-            # The ledger has the batch's records: onto the league now (the project step then only checks
-            # them). Subjects are saved after the ledger has their records (a retraction is never
-            # remembered without its ledger record), and before the seen marks (an event scored again
-            # after a crash finds its subject as it left it, or older).
-            changed = {key: subjects[key] for key in result.changed_subjects}
-            await asyncio.gather(
-                self._apply_written(written),
-                self._retry("kpi", lambda: self.kpi.clear_outbox(outbox)),
-                self._alerts_produced(alerts),
-                self._retry("subjects", lambda: self.subjects.save(changed)),
-            )
-        finally:
-            self.writing = None
-            if not writing.done():
-                writing.set_result(None)
+        written = await self._retry(
+            "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)
+        )
+        # The ledger has the batch's records: onto the league now (the project step then only checks
+        # them). Subjects are saved after the ledger has their records (a retraction is never remembered
+        # without its ledger record), and before the seen marks (an event scored again after a crash
+        # finds its subject as it left it, or older).
+        changed = {key: subjects[key] for key in result.changed_subjects}
+        await asyncio.gather(
+            self._apply_written(written),
+            self._retry("kpi", lambda: self.kpi.clear_outbox(outbox)),
+            self._alerts_produced(alerts),
+            self._retry("subjects", lambda: self.subjects.save(changed)),
+        )
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
         self._advance(records)
 
@@ -760,8 +751,6 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         await scorer.score([SourceRecord.from_consumer(m) for m in messages])
 
     async def project(messages: list[Any]) -> None:
-        if scorer.writing is not None:  # the score step is writing records it applies itself: let it finish
-            await asyncio.shield(scorer.writing)
         entries = [e for e in map(scorer.ledger_entry, messages) if e is not None]
         if entries:
             await scorer.project(entries)

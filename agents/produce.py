@@ -7,10 +7,7 @@ per partition and hands each to ``send_batch`` when it is full, then waits for e
 acknowledgement (the producer's ``acks=all``). Keys are placed as Kafka's default partitioner places
 them (murmur2 of the key), so a person's ledger records keep one partition.
 
-:meth:`RecordSender.send_all` returns where the broker stored each record, (partition, offset): a
-batch's acknowledgement gives its base offset, and its records follow in the order they were appended.
-A producer without record batches (the tests' recorder) gets one ``send`` per record instead, and its
-records' places are what its futures say, or unknown.
+A producer without record batches (the tests' recorder) gets one ``send`` per record instead.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 OutRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]  # topic, key, value, headers
-Placed = tuple[int, int] | None  # (partition, offset) where the broker stored a record; None: not known
 
 
 class RecordSender:
@@ -32,39 +28,34 @@ class RecordSender:
         self.producer = producer  # Faust's producer (its aiokafka producer is used) or a stand-in
         self._placed: dict[tuple[str, bytes, int], int] = {}  # (topic, key, partition count) -> partition
 
-    async def send_all(self, records: Sequence[OutRecord]) -> list[Placed]:
-        """Every record sent and acknowledged by the broker, and where each one was stored (in the
-        records' order); raises what the producer raises."""
+    async def send_all(self, records: Sequence[OutRecord]) -> None:
+        """Every record sent and acknowledged by the broker; raises what the producer raises."""
         if not records:
-            return []
+            return
         raw = getattr(self.producer, "_producer", None)
         if not isinstance(raw, AIOKafkaProducer):
             pending = [await self.producer.send(t, k, v, None, None, h) for t, k, v, h in records]
-            return [_place(m) for m in await asyncio.gather(*pending)]
+            await asyncio.gather(*pending)
+            return
         partitions: dict[str, list[int]] = {}
-        open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}  # the batch, its records' indexes
-        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        for n, (topic, key, value, headers) in enumerate(records):
+        open_batches: dict[tuple[str, int], Any] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for topic, key, value, headers in records:
             parts = partitions.get(topic)
             if parts is None:
                 parts = partitions[topic] = sorted(await raw.partitions_for(topic))
             partition = self._partition(topic, key, parts)
-            batch, members = open_batches.get((topic, partition)) or (None, [])
+            batch = open_batches.get((topic, partition))
             if batch is None:
-                batch, members = open_batches[topic, partition] = raw.create_batch(), []
+                batch = open_batches[topic, partition] = raw.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-                sent.append((await raw.send_batch(batch, topic, partition=partition), members))
-                batch, members = open_batches[topic, partition] = raw.create_batch(), []
+                sent.append(await raw.send_batch(batch, topic, partition=partition))
+                batch = open_batches[topic, partition] = raw.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     raise ValueError(f"a record for {topic} is larger than the producer's batch size")
-            members.append(n)
-        for (topic, partition), (batch, members) in open_batches.items():
-            sent.append((await raw.send_batch(batch, topic, partition=partition), members))
-        placed: list[Placed] = [None] * len(records)
-        for metadata, (_, members) in zip(await asyncio.gather(*(f for f, _ in sent)), sent, strict=True):
-            for i, n in enumerate(members):  # a batch's records follow its base offset, in append order
-                placed[n] = (metadata.partition, metadata.offset + i)
-        return placed
+        for (topic, partition), batch in open_batches.items():
+            sent.append(await raw.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*sent)
 
     def _partition(self, topic: str, key: bytes | None, parts: list[int]) -> int:
         if key is None:
@@ -75,9 +66,3 @@ class RecordSender:
                 self._placed.clear()
             placed = self._placed[topic, key, len(parts)] = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
         return placed
-
-
-def _place(metadata: Any) -> Placed:
-    """Where a record sent alone was stored, if its future said (aiokafka's RecordMetadata does)."""
-    partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
-    return (partition, offset) if isinstance(partition, int) and isinstance(offset, int) and offset >= 0 else None

@@ -1,12 +1,9 @@
 """The worker: two busy steps that only move bytes around the pure steps, inside a Faust app.
 
 ``score``: source topics -> validate -> score -> KPI windows (agents.windows) -> points-ledger
-(awaiting the broker's acks), dead-letters and late-events -> the league, with the ledger records just
-written at the places the acks gave (one Lua call, by award id) -> mark event ids seen -> commit.
-``project``: points-ledger -> one Lua call per batch in Redis -> commit. It applies the records other
-workers wrote (or written before a crash or a rebalance); this worker's own it only checks (Redis holds
-their award ids) and moves the ledger offsets on, and applies them whole if Redis lost them. Offsets
-are committed only after a batch's effects are durable; a broker or Redis failure is retried with
+(awaiting the broker's acks), dead-letters and late-events -> mark event ids seen -> commit.
+``project``: points-ledger -> one Lua call per partition batch in Redis -> commit. Offsets are
+committed only after a batch's effects are durable; a broker or Redis failure is retried with
 backoff, never skipped.
 
 Both steps read batches straight from aiokafka (:mod:`agents.consume`: Faust's per-record stream
@@ -29,7 +26,6 @@ import random
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -53,7 +49,7 @@ from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.produce import OutRecord, RecordSender
 from agents.rules import RulePack, load_rule_pack
-from agents.scoring import Award, encode_ledger
+from agents.scoring import Award
 from agents.sla import decode_alerts
 from agents.sla import plan as plan_sla
 from agents.windows import KpiWindows, WindowStep
@@ -68,7 +64,7 @@ from state.alerts import AlertBoard
 from state.budgets import BudgetStore
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
-from state.league import AppliedEntry, League, LedgerEntry, LedgerRecord, ledger_fields
+from state.league import League, LedgerEntry, LedgerRecord, ledger_fields
 from state.notify import NotifyQueue
 from state.sla import SlaStore
 from state.subjects import SubjectStore, from_ledger
@@ -110,42 +106,6 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / settings.app_id),
         agent_supervisor=mode.CrashingSupervisor,
     )
-
-
-class OwnWrites:
-    """Ledger records this worker's score step wrote and applied to the league itself, per partition in
-    offset order, until its project step reaches them: that step then sends them as already-applied
-    items (the script checks Redis holds their award ids) instead of reading and applying them again.
-    A record is matched by partition, offset and the hash of its bytes; any other is applied whole.
-    Bounded: past ``limit`` records waiting, new ones are not remembered (and are applied whole)."""
-
-    def __init__(self, limit: int = 200_000) -> None:
-        self.limit = limit
-        self.size = 0
-        self._waiting: dict[int, deque[tuple[int, int, str, str]]] = {}  # offset, hash, award id, season
-
-    def add(self, entry: LedgerEntry, value: bytes) -> None:
-        if self.size < self.limit:
-            queue = self._waiting.setdefault(entry.partition, deque())
-            queue.append((entry.offset, hash(value), entry.fields["award_id"], entry.fields["season"]))
-            self.size += 1
-
-    def take(self, partition: int, offset: int, value: bytes, source_ts: int | None) -> AppliedEntry | None:
-        """The record at ``offset`` as an already-applied item, if this worker applied it; the records
-        before it are forgotten (the project step has passed them)."""
-        queue = self._waiting.get(partition)
-        while queue and queue[0][0] < offset:
-            queue.popleft()
-            self.size -= 1
-        if not queue or queue[0][0] != offset:
-            return None
-        _, digest, award_id, season = queue.popleft()
-        self.size -= 1
-        return AppliedEntry(partition, offset, award_id, season, value, source_ts) if digest == hash(value) else None
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            self.size -= len(self._waiting.pop(partition, ()))
 
 
 class Scorer:
@@ -191,8 +151,6 @@ class Scorer:
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self.sender = RecordSender(app.producer)
         self.applied_upto: dict[int, int] = {}  # ledger partition -> highest offset this worker applied
-        self.projecting: set[int] = set()  # the ledger partitions this worker's project step reads
-        self.own_writes = OwnWrites()
         self.source_next: dict[tuple[str, int], int] = {}  # source partition -> next offset this worker expects
         # The broker reads behind both gap checks (replaceable in tests): the group's committed offsets,
         # and the records of one partition in [start, end).
@@ -251,16 +209,14 @@ class Scorer:
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
         outbox = await self._retry("kpi", self.kpi.outbox)
 
-        written = await self._retry(
+        await self._retry(
             "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)
         )
-        # The ledger has the batch's records: onto the league now (the project step then only checks
-        # them). Subjects are saved after the ledger has their records (a retraction is never remembered
-        # without its ledger record), and before the seen marks (an event scored again after a crash
-        # finds its subject as it left it, or older).
+        # Subjects are saved after the ledger has their records (a retraction is never remembered without
+        # its ledger record), and before the seen marks (an event scored again after a crash finds its
+        # subject as it left it, or older).
         changed = {key: subjects[key] for key in result.changed_subjects}
         await asyncio.gather(
-            self._apply_written(written),
             self._retry("kpi", lambda: self.kpi.clear_outbox(outbox)),
             self._alerts_produced(alerts),
             self._retry("subjects", lambda: self.subjects.save(changed)),
@@ -353,19 +309,14 @@ class Scorer:
         step: WindowStep | None = None,
         alerts: Sequence[Mapping[str, Any]] = (),
         consumed: bytes = b"",
-    ) -> list[tuple[LedgerEntry, bytes]]:
-        """Produce the records, acknowledged by the broker; returns the ledger records written, each as
-        a :class:`LedgerEntry` at the place the broker stored it, with its bytes (none when the producer
-        does not say where)."""
+    ) -> None:
         out: list[OutRecord] = []
-        ledger: list[tuple[int, Mapping[str, Any], int | None]] = []  # index in out, JSON object, source ts
         pack_header = ("rule.pack", f"{pack.name}:{pack.version}".encode())
         for alert in alerts:  # SLA alerts shown by this batch's events
             out.append((self.topics.sla_alerts, str(alert["centre_id"]).encode(), orjson.dumps(alert), []))
         for entry in (outbox or {}).values():  # window awards and corrections (see agents.windows)
-            fields = orjson.loads(entry)
-            ledger.append((len(out), fields, None))
-            out.append((self.topics.ledger, str(fields["staff_id"]).encode(), entry, [pack_header]))
+            staff_id = str(orjson.loads(entry)["staff_id"]).encode()
+            out.append((self.topics.ledger, staff_id, entry, [pack_header]))
         for record, _, day in step.late if step else ():
             headers = [
                 ("original.topic", record.topic.encode()),
@@ -388,9 +339,7 @@ class Scorer:
                     (CONSUMED_TS_HEADER, consumed),
                     pack_header,
                 ]
-            fields = award.ledger_fields()
-            ledger.append((len(out), fields, record.timestamp_ms))
-            out.append((self.topics.ledger, award.staff_id.encode(), encode_ledger(fields), headers))
+            out.append((self.topics.ledger, award.staff_id.encode(), award.to_ledger(), headers))
         for letter in dead:
             value = letter.record.value
             if value is not None and len(value) > self.settings.max_event_bytes:
@@ -399,28 +348,7 @@ class Scorer:
                 value = scrub_payload(value)  # dead letters are kept for weeks: no phone numbers in them
             key = scrub_key(letter.record.key) if letter.record.key is not None else None
             out.append((self.topics.dead_letters, key, value, letter.headers()))
-        placed = await self.sender.send_all(out)  # every record acked by the broker (acks=all)
-        written: list[tuple[LedgerEntry, bytes]] = []
-        for n, fields, source_ts in ledger:
-            if (where := placed[n]) is not None and (stored := out[n][2]) is not None:
-                written.append((LedgerEntry(where[0], where[1], fields, source_ts), stored))
-        return written
-
-    async def _apply_written(self, written: Sequence[tuple[LedgerEntry, bytes]]) -> None:
-        """The ledger records this batch wrote, onto the league by award id (``direct``: several workers
-        may write one ledger partition, so the offsets stay the project step's). Those of partitions
-        this worker projects are remembered, for the project step to check instead of applying again."""
-        if not written:
-            return
-        result = await self._retry("league", lambda: self.league.apply_entries([e for e, _ in written], direct=True))
-        self.metrics.ledger_applied.inc(result.applied)
-        self.metrics.ledger_skipped.inc(result.skipped)
-        now_ms, observe = time.time() * 1000, self.metrics.event_to_league.observe
-        for entry, value in written:
-            if entry.partition in self.projecting:
-                self.own_writes.add(entry, value)
-            if entry.source_ts is not None:
-                observe(max(0.0, (now_ms - entry.source_ts) / 1000))
+        await self.sender.send_all(out)  # every record acked by the broker (acks=all)
 
     def reload_pack(self) -> bool:
         """Load the rule pack file again if it changed since it was loaded. A pack that does not validate
@@ -502,51 +430,25 @@ class Scorer:
 
     # --- ledger -> league -------------------------------------------------------------------
 
-    def ledger_entry(self, m: Any) -> LedgerEntry | AppliedEntry | None:
-        """An aiokafka record of the points ledger: already applied by this worker's score step, or to be
-        applied whole (None if unreadable)."""
-        source_ts = None
-        for name, value in m.headers or ():
-            if name == SOURCE_TS_HEADER:
-                source_ts = int(value) if value.isdigit() else None
-                break
-        if m.value is not None and (applied := self.own_writes.take(m.partition, m.offset, m.value, source_ts)):
-            return applied
-        try:
-            fields = ledger_fields(m.value)
-        except (ValueError, TypeError):
-            log.error("unreadable ledger record %s[%d]@%d skipped", m.topic, m.partition, m.offset)
-            return None
-        return LedgerEntry(m.partition, m.offset, fields, source_ts)
-
-    async def project(self, entries: Sequence[LedgerEntry | AppliedEntry]) -> None:
+    async def project(self, entries: Sequence[LedgerEntry]) -> None:
         """Apply one batch of ledger records to the league; returns when Redis has them."""
         self.metrics.batch_size.labels("project").observe(len(entries))
-        pending = list(entries)
-        while True:
-            result = await self._retry("league", partial(self.league.apply_entries, pending))
-            self.metrics.ledger_applied.inc(result.applied)
-            self.metrics.ledger_skipped.inc(result.skipped)
-            if result.gaps:
-                # Redis is behind the ledger (it lost its newest writes, or was flushed): replay the missing
-                # range first, then this batch. Award ids keep every replayed award at most once.
-                for partition, start, end in result.gaps:
-                    await self._fill_gap(partition, start, end)
-                continue
-            if not result.missing:
-                break
-            # Redis lost some of the score step's own writes: those partitions' records go again, whole.
-            lost = {e.partition for e in result.missing}
-            log.warning("Redis lost %d of this worker's league writes; applying them again", len(result.missing))
-            self.metrics.ledger_gaps.inc()
-            pending = [e.whole() if isinstance(e, AppliedEntry) else e for e in pending if e.partition in lost]
+        result = await self._retry("league", lambda: self.league.apply_entries(entries))
+        if result.gaps:
+            # Redis is behind the ledger (it lost its newest writes, or was flushed): replay the missing
+            # range first, then this batch. Award ids keep every replayed award at most once.
+            for partition, start, end in result.gaps:
+                await self._fill_gap(partition, start, end)
+            result = await self._retry("league", lambda: self.league.apply_entries(entries))
+        self.metrics.ledger_applied.inc(result.applied)
+        self.metrics.ledger_skipped.inc(result.skipped)
         now_ms = time.time() * 1000
         applied_upto, observe = self.applied_upto, self.metrics.event_to_league.observe
-        for entry in entries:
-            if entry.offset > applied_upto.get(entry.partition, -1):
-                applied_upto[entry.partition] = entry.offset
-            if entry.source_ts is not None and not isinstance(entry, AppliedEntry):  # those were observed
-                observe(max(0.0, (now_ms - entry.source_ts) / 1000))
+        for partition, offset, _, source_ts in entries:
+            if offset > applied_upto.get(partition, -1):
+                applied_upto[partition] = offset
+            if source_ts is not None:
+                observe(max(0.0, (now_ms - source_ts) / 1000))
         for partition, offset in self.applied_upto.items():
             self.metrics.ledger_lag.labels(str(partition)).set(offset)
 
@@ -561,9 +463,6 @@ class Scorer:
     def forget(self, ledger_partitions: Iterable[int], source_partitions: Iterable[tuple[str, int]] = ()) -> None:
         """Partitions moved to another worker are no longer ours to audit; when a source partition comes
         back, its committed offset is looked up again."""
-        ledger_partitions = set(ledger_partitions)
-        self.projecting -= ledger_partitions
-        self.own_writes.forget(ledger_partitions)
         for partition in ledger_partitions:
             self.applied_upto.pop(partition, None)
         for tp in source_partitions:
@@ -638,6 +537,21 @@ def _reading(app: faust.App, reader: BatchReader) -> Callable[[Any], Awaitable[N
 
     run.__name__ = f"read_{reader.name}"
     return run
+
+
+def _ledger_entry(m: Any) -> LedgerEntry | None:
+    """An aiokafka record of the points ledger, with its source event's timestamp (None if unreadable)."""
+    try:
+        fields = ledger_fields(m.value)
+    except (ValueError, TypeError):
+        log.error("unreadable ledger record %s[%d]@%d skipped", m.topic, m.partition, m.offset)
+        return None
+    source_ts = None
+    for name, value in m.headers or ():
+        if name == SOURCE_TS_HEADER:
+            source_ts = int(value) if value.isdigit() else None
+            break
+    return LedgerEntry(m.partition, m.offset, fields, source_ts)
 
 
 def score_group(settings: Settings) -> str:
@@ -751,7 +665,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
         await scorer.score([SourceRecord.from_consumer(m) for m in messages])
 
     async def project(messages: list[Any]) -> None:
-        entries = [e for e in map(scorer.ledger_entry, messages) if e is not None]
+        entries = [e for e in map(_ledger_entry, messages) if e is not None]
         if entries:
             await scorer.project(entries)
 
@@ -770,11 +684,6 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
             "score", topics.sources, score, group=score_group(settings), on_revoked=lambda tps: scorer.forget((), tps)
         )
     )
-
-    def projecting_changed() -> None:  # the ledger partitions whose own writes the project step will check
-        scorer.projecting = {tp.partition for tp in readers[1].assigned}
-        assigned_changed()
-
     readers.append(
         reader(
             "project",
@@ -782,7 +691,6 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
             project,
             group=f"{settings.app_id}.project",
             on_revoked=lambda tps: scorer.forget([p for _, p in tps]),
-            on_assignment=projecting_changed,
         )
     )
     for reader in readers:

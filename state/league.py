@@ -7,16 +7,6 @@ each), keeps the person's recent awards, publishes the award for
 notifications, records the highest ledger offset applied per partition, bumps each changed board's
 version once and publishes the board's new scores as one sequenced change.
 
-The script has three modes. ``live`` (the project step reading the ledger) applies a partition's
-records only in offset order from where ``ledger-offsets`` left off, and reports a gap instead of
-applying past one. ``direct`` (the score step, with the records it has just written and their offsets
-from the acknowledgements) applies by award id alone and leaves ``ledger-offsets`` to the live step, as
-several workers may write one partition. ``rebuild`` applies by award id alone and records offsets.
-In live mode a record the score step applied itself may come as an *already-applied* item (offset,
-award id, season): it only moves the offset on, once Redis is seen to hold its award id. If Redis does
-not hold one (it lost writes), nothing of that partition is applied and the items are returned as
-missing: the caller sends the partition's records again whole.
-
 Key layout, under a namespace ``ns`` (default ``pitstop``):
 
 - ``{ns}:lg:{season}:{scope}:{scope_id}:{role}`` -- a board (ZSET staff_id -> points); scope is
@@ -52,7 +42,6 @@ RECENT_AWARDS = 50
 APPLY_LUA = """
 local ns = ARGV[1]
 local rebuild = ARGV[3] == 'rebuild'
-local direct = ARGV[3] == 'direct'
 local offsets_key = ns .. ':ledger-offsets'
 local changed, order, src = {}, {}, {}
 local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
@@ -60,27 +49,17 @@ local notes, published = {}, {}  -- the call's award notifications and board cha
 local results = {}
 for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partition
   local partition = tostring(batch.partition)
-  local last = direct and -1 or tonumber(redis.call('HGET', offsets_key, partition) or '-1')
-  local applied, skipped, missing = 0, 0, {}
-  for _, r in ipairs(batch.records) do  -- applied by the score step: Redis must hold their award ids
-    if r.x and r.o > last and redis.call('HEXISTS', ns .. ':applied:' .. r.s, r.id) == 0 then
-      table.insert(missing, r.o)
-    end
-  end
-  if not (rebuild or direct) and batch.records[1].o > last + 1 then
+  local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
+  local applied, skipped = 0, 0
+  if not rebuild and batch.records[1].o > last + 1 then
     -- Records between the last applied offset and this batch are missing here (Redis lost its newest
     -- writes, or was flushed): apply nothing of this partition, say where the gap starts; the caller
     -- fills it first.
-    table.insert(results, {0, 0, last + 1, {}})
-  elseif #missing > 0 then
-    -- Redis lost some of the score step's own writes: apply nothing of this partition; the caller sends
-    -- those records again whole.
-    table.insert(results, {0, 0, -1, missing})
+    table.insert(results, {0, 0, last + 1})
   else
     local top = last
     for _, r in ipairs(batch.records) do
-      if r.x then  -- applied by the score step, and Redis holds it: only the offset moves on
-      elseif rebuild or direct or r.o > last then
+      if rebuild or r.o > last then
         if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
           applied = applied + 1
           for _, b in ipairs(r.b) do
@@ -115,8 +94,8 @@ for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partit
       end
       if r.o > top then top = r.o end
     end
-    if top > last and not direct then redis.call('HSET', offsets_key, partition, top) end
-    table.insert(results, {applied, skipped, -1, {}})
+    if top > last then redis.call('HSET', offsets_key, partition, top) end
+    table.insert(results, {applied, skipped, -1})
   end
 end
 for _, key in ipairs(sum_order) do  -- one ZINCRBY per board and person: the same end scores
@@ -223,21 +202,6 @@ class LedgerEntry(NamedTuple):
         return cls(record.partition, record.offset, record.award.ledger_fields(), record.source_ts)
 
 
-class AppliedEntry(NamedTuple):
-    """A ledger record the score step has applied itself (``direct``): the live step only checks that
-    Redis holds its award id and moves the partition's offset on."""
-
-    partition: int
-    offset: int
-    award_id: str
-    season: str
-    value: bytes  # the record, to be applied whole if Redis does not hold it (it lost writes)
-    source_ts: int | None = None
-
-    def whole(self) -> LedgerEntry:
-        return LedgerEntry(self.partition, self.offset, ledger_fields(self.value), self.source_ts)
-
-
 # What every ledger record carries (schema 1 and 2); the rest have defaults (Award.from_ledger).
 _REQUIRED = frozenset(
     [
@@ -285,8 +249,6 @@ class ApplyResult:
     applied: int
     skipped: int
     gaps: tuple[tuple[int, int, int], ...] = ()  # (partition, first missing offset, batch's first offset)
-    # already-applied items whose award id Redis does not hold: their partitions were not applied
-    missing: tuple[AppliedEntry, ...] = ()
 
 
 class League:
@@ -301,42 +263,28 @@ class League:
         """Apply ledger records (any partitions) at most once each: :meth:`apply_entries`."""
         return await self.apply_entries([LedgerEntry.of(r) for r in records], rebuild=rebuild)
 
-    async def apply_entries(
-        self, entries: Sequence[LedgerEntry | AppliedEntry], *, rebuild: bool = False, direct: bool = False
-    ) -> ApplyResult:
-        """Apply ledger records (any partitions) at most once each, in one script call (modes: APPLY_LUA).
+    async def apply_entries(self, entries: Sequence[LedgerEntry], *, rebuild: bool = False) -> ApplyResult:
+        """Apply ledger records (any partitions) at most once each, in one script call.
 
-        Live batches must continue where the partition's recorded offset left off; a partition whose
-        batch starts further on is not applied and is reported in ``gaps``. ``direct`` (the score step's
-        own records) and ``rebuild`` go by award id alone; already-applied items belong to live batches.
+        Live (not rebuild) batches must continue where the partition's recorded offset left off; a
+        partition whose batch starts further on is not applied and is reported in ``gaps``.
         """
         by_partition: dict[int, list[dict[str, Any]]] = {}
-        placed: dict[tuple[int, int], AppliedEntry] = {}
         for entry in sorted(entries, key=lambda e: (e.partition, e.offset)):
-            if isinstance(entry, AppliedEntry):
-                placed[entry.partition, entry.offset] = entry
-                item = {"o": entry.offset, "x": 1, "id": entry.award_id, "s": entry.season}
-            else:
-                item = _item(entry)
-            by_partition.setdefault(entry.partition, []).append(item)
+            by_partition.setdefault(entry.partition, []).append(_item(entry))
         if not by_partition:
             return ApplyResult(0, 0)
-        if placed and (rebuild or direct):
-            raise ValueError("already-applied items belong to live batches")
         partitions = sorted(by_partition)
         payload = orjson.dumps([{"partition": p, "records": by_partition[p]} for p in partitions])
-        mode = "rebuild" if rebuild else "direct" if direct else "live"
-        results = await self._apply(args=[self.ns, payload, mode])
+        results = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
         applied = skipped = 0
         gaps: list[tuple[int, int, int]] = []
-        missing: list[AppliedEntry] = []
-        for partition, (done, repeats, gap, lost) in zip(partitions, results, strict=True):
-            applied += int(done)
-            skipped += int(repeats)
-            if int(gap) >= 0:
-                gaps.append((partition, int(gap), int(by_partition[partition][0]["o"])))
-            missing += [placed[partition, int(offset)] for offset in lost]
-        return ApplyResult(applied, skipped, tuple(gaps), tuple(missing))
+        for partition, result in zip(partitions, results, strict=True):
+            applied += int(result[0])
+            skipped += int(result[1])
+            if int(result[2]) >= 0:
+                gaps.append((partition, int(result[2]), int(by_partition[partition][0]["o"])))
+        return ApplyResult(applied, skipped, tuple(gaps))
 
     async def board(self, board: str, limit: int = 500) -> tuple[int, list[tuple[str, int]]]:
         """A consistent (version, [(staff_id, points)...]) snapshot, highest first, ties by staff id."""

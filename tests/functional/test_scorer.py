@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -26,7 +25,7 @@ from agents.worker import Scorer
 from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES, Settings
 from pitstop.services import Service
-from state.league import AppliedEntry, LedgerEntry, LedgerRecord
+from state.league import LedgerEntry, LedgerRecord
 from streams.examples import EXAMPLES
 
 DIRECTORY_ZONE = load_directory(DEFAULT_DIRECTORY).centres["C01"].timezone
@@ -376,99 +375,3 @@ async def test_the_manager_kpi_dashboard_reads_what_the_scorer_recorded(redis: a
     assert dashboard["csat_trend"][-1] == {"day": today.isoformat(), "csat_mean": 4.0, "csat_count": 2}
     (tech,) = [t for t in dashboard["technicians"] if t["staff_id"] == "S0001"]
     assert (tech["jobs"], tech["first_time_fix_rate"]) == (2, 0.5)
-
-
-class PlacingProducer(RecordingProducer):
-    """A recorder that says where each record went, as a broker's acknowledgement does: partition 0 of
-    its topic, the next offset."""
-
-    async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any) -> Any:
-        offset = len(self.on(topic))
-        sent = await super().send(topic, key, value, partition, timestamp, headers)
-        if sent.exception() is not None:  # a failing send fails here too
-            return sent
-        placed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        placed.set_result(SimpleNamespace(partition=0, offset=offset))
-        return placed
-
-
-def _ledger_messages(producer: RecordingProducer) -> list[SimpleNamespace]:
-    """The ledger records sent, as the project step reads them (aiokafka records)."""
-    return [
-        SimpleNamespace(topic="points-ledger", partition=0, offset=n, value=value, headers=headers)
-        for n, (_, _, value, headers) in enumerate(producer.on("points-ledger"))
-    ]
-
-
-async def _board(redis: aioredis.Redis, namespace: str, season: str) -> list[tuple[bytes, float]]:
-    found: list[tuple[bytes, float]] = await redis.zrevrange(
-        f"{namespace}:lg:{season}:centre:C01:all", 0, -1, withscores=True
-    )
-    return found
-
-
-async def test_the_score_step_applies_its_own_records_and_the_project_step_only_checks_them(
-    redis: aioredis.Redis, namespace: str
-) -> None:
-    """With the broker's places, the score step puts its awards on the boards at once; the project step
-    then finds them already applied (one HEXISTS each) and moves the ledger offsets on, adding nothing."""
-    producer = PlacingProducer()
-    scorer, registry = _scorer(redis, namespace, producer)
-    scorer.projecting = {0}
-    await scorer.score([_record(_recent("jobcard.closed", "jc-direct"), 0)])
-    season = Award.from_ledger(producer.on("points-ledger")[0][2] or b"").season
-    assert await _board(redis, namespace, season) == [(b"S0001", 60.0), (b"S0009", 45.0)]
-    assert await redis.hget(f"{namespace}:ledger-offsets", "0") is None  # offsets are the project step's
-    entries = [scorer.ledger_entry(m) for m in _ledger_messages(producer)]
-    assert all(isinstance(e, AppliedEntry) for e in entries)
-    await scorer.project([e for e in entries if e is not None])
-    assert await _board(redis, namespace, season) == [(b"S0001", 60.0), (b"S0009", 45.0)]
-    assert await redis.hget(f"{namespace}:ledger-offsets", "0") == b"4"
-    assert registry.get_sample_value("pitstop_ledger_applied_total") == 5
-    assert scorer.own_writes.size == 0
-
-
-async def test_own_records_redis_lost_are_applied_again_whole(redis: aioredis.Redis, namespace: str) -> None:
-    """Redis lost the score step's writes (restarted without them): the project step's check finds the
-    award ids missing and applies those records whole, so the boards still hold every award once."""
-    producer = PlacingProducer()
-    scorer, _ = _scorer(redis, namespace, producer)
-    scorer.projecting = {0}
-    await scorer.score([_record(_recent("jobcard.closed", "jc-lost"), 0)])
-    season = Award.from_ledger(producer.on("points-ledger")[0][2] or b"").season
-    for key in [k async for k in redis.scan_iter(match=f"{namespace}:*")]:
-        if b":lg:" in key or b":applied:" in key:
-            await redis.delete(key)
-    entries = [e for e in map(scorer.ledger_entry, _ledger_messages(producer)) if e is not None]
-    await scorer.project(entries)
-    assert await _board(redis, namespace, season) == [(b"S0001", 60.0), (b"S0009", 45.0)]
-    assert await redis.hget(f"{namespace}:ledger-offsets", "0") == b"4"
-
-
-async def test_a_record_that_is_not_the_one_written_there_is_applied_whole(
-    redis: aioredis.Redis, namespace: str
-) -> None:
-    """Own writes are matched by partition, offset and the bytes' hash: another record at that place (a
-    broker that placed records otherwise than it said) is read and applied as any other."""
-    producer = PlacingProducer()
-    scorer, _ = _scorer(redis, namespace, producer)
-    scorer.projecting = {0}
-    await scorer.score([_record(_recent("jobcard.closed", "jc-swap"), 0)])
-    messages = _ledger_messages(producer)
-    messages[0].value, messages[1].value = messages[1].value, messages[0].value
-    entries = [scorer.ledger_entry(m) for m in messages]
-    assert [isinstance(e, LedgerEntry) for e in entries] == [True, True, False, False, False]
-
-
-async def test_own_writes_are_remembered_only_for_partitions_this_worker_projects(
-    redis: aioredis.Redis, namespace: str
-) -> None:
-    producer = PlacingProducer()
-    scorer, _ = _scorer(redis, namespace, producer)
-    await scorer.score([_record(_recent("jobcard.closed", "jc-elsewhere"), 0)])  # partition 0 is not ours
-    assert scorer.own_writes.size == 0
-    scorer.projecting = {0}
-    await scorer.score([_record(_recent("jobcard.closed", "jc-here"), 1)])
-    assert scorer.own_writes.size == 5
-    scorer.forget([0])  # the project step's partition moved to another worker
-    assert scorer.own_writes.size == 0 and scorer.projecting == set()

@@ -5,8 +5,9 @@ Redis pub/sub (``{ns}:board-changes`` and ``{ns}:awards``, published by the leag
 pushes, per connected client:
 
 - kiosk: a snapshot of its centre's board for the current season (or the view it asks for), then
-  sequenced deltas, at most ``push_hz`` per second, and a ticker of the newest awards on that board
-  (at most five a push, each with its "why");
+  sequenced deltas, at most ``push_hz`` per board per second (a change to a board not pushed within
+  the last 1/``push_hz`` s goes out at once; later ones wait for the board's next slot), and a ticker
+  of the newest awards on that board (at most five a push, each with its "why");
 - technician: its own award notifications, each with its "why", and the badges it holds (again after
   each notification that may earn or take back a badge);
 - manager: the open SLA alerts of the centres it covers (its region's, or its one centre), then each
@@ -21,7 +22,7 @@ a one-slot, latest-wins outbox (deltas for a board merge; so do ticker pushes, k
 five awards), so a slow client never holds others back; a client that does not drain its socket within
 ``SEND_TIMEOUT_S`` is disconnected.
 
-Fan-out is encoded once: each push tick turns a board's changes into one delta and encodes it once, and
+Fan-out is encoded once: each push turns a board's changes into one delta and encodes it once, and
 every client of that board with nothing else pending for it is sent those same bytes (as a text frame);
 only a client still holding an unsent delta for the board gets the two merged and encoded for it alone.
 Ticker pushes and heartbeats are encoded once per board and once per beat likewise. Sends are not
@@ -206,6 +207,8 @@ class Gateway:
         self.topics = Topics.from_settings(settings)
         self.alerts = AlertBoard(redis, settings.redis_namespace, settings.subject_ttl_s)
         self.last_change_at: dict[str, float] = {}
+        self.pushed_at: dict[str, float] = {}  # board -> when (monotonic s) its last delta went out
+        self.push_interval = 1.0 / settings.push_hz
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cuts: set[asyncio.Task[None]] = set()
@@ -727,6 +730,18 @@ class Gateway:
         # `reset`: the board was replaced whole (a ledger generation activated, pitstop replay)
         if data.get("reset") or not feed.on_change(int(data["ver"]), scores, src):
             await self._resnapshot(board)
+        elif time.monotonic() - self.pushed_at.get(board, -self.push_interval) >= self.push_interval:
+            self._push(board, feed)  # a board that had no push within the interval: at once
+
+    def _push(self, board: str, feed: BoardFeed) -> None:
+        """The board's pending changes as one delta, encoded once for all the board's clients."""
+        self.pushed_at[board] = time.monotonic()
+        delta = feed.flush()
+        clients = self.board_clients.get(board)
+        if delta is not None and clients:
+            data = orjson.dumps(self._delta_message(delta))
+            for client in clients:
+                client.offer_delta(delta, data)
 
     async def _on_award(self, data: dict[str, Any]) -> None:
         if data.get("type") == "award" and int(data.get("points") or 0) > 0:
@@ -809,21 +824,21 @@ class Gateway:
             client.offer(await self._alerts_message(client))
 
     async def _tick(self) -> None:
-        """Every 1/push_hz s: one coalesced delta per changed board; every 15 s a heartbeat."""
-        interval = 1.0 / self.settings.push_hz
+        """Four times per push interval: one coalesced delta for each board with changes waiting whose
+        last push is an interval old (a board stays within push_hz); every 15 s a heartbeat."""
+        interval = self.push_interval
+        step = interval / 4
         last_heartbeat = self.clock()
         last_season_check = last_expiry_check = last_kpis = last_ticker = self.clock()
+        pushed_at, monotonic = self.pushed_at, time.monotonic
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(step)
+            due = monotonic() - interval
             for board, feed in list(self.feeds.items()):
-                delta = feed.flush()
-                clients = self.board_clients.get(board)
-                if delta is not None and clients:
-                    data = orjson.dumps(self._delta_message(delta))  # once for all the board's clients
-                    for client in clients:
-                        client.offer_delta(delta, data)
+                if feed.pending and pushed_at.get(board, due) <= due:
+                    self._push(board, feed)
             tickers: dict[str, list[dict[str, Any]]] = {}
-            if self.clock() - last_ticker >= TICKER_EVERY_S - interval / 2:
+            if self.clock() - last_ticker >= TICKER_EVERY_S - step / 2:
                 last_ticker = self.clock()
                 tickers, self.tickers = self.tickers, {}
             for board, items in tickers.items():

@@ -412,3 +412,29 @@ async def test_a_client_whose_send_waits_too_long_is_cut(gateway: Gateway, names
         pass
     assert message["entries"][0]["points"] == 10
     await other.close()
+
+
+async def test_a_change_to_a_quiet_board_goes_out_at_once_and_later_ones_wait_for_its_slot(
+    redis_server: Service, namespace: str
+) -> None:
+    """push_hz 0.2: a board's slot is every 5 s, the gateway looks every 1.25 s. The first change to a
+    board not pushed for a slot is sent at once (well before the first look); the next two, coming
+    right after, wait for the board's next slot and go out as one delta."""
+    async with running_gateway(redis_server.url, namespace, SECRET, push_hz=0.2) as gw:
+        kiosk = await _open(gw, "kiosk", "C01")
+        assert (await _recv(kiosk))["type"] == "welcome"
+        snapshot = await _recv(kiosk)
+        board, seq = snapshot["board"], snapshot["seq"]
+
+        async def publish(version: int) -> None:
+            change = {"board": board, "ver": version, "scores": {"S0001": version}}
+            await gw.redis.publish(f"{namespace}:board-changes", orjson.dumps(change))
+
+        await publish(seq + 1)
+        first = orjson.loads(await asyncio.wait_for(kiosk.recv(), 1.0))  # the gateway's first look is at 1.25 s
+        assert (first["type"], first["prev_seq"], first["seq"]) == ("delta", seq, seq + 1)
+        await publish(seq + 2)
+        await publish(seq + 3)
+        second = orjson.loads(await asyncio.wait_for(kiosk.recv(), seconds(10)))
+        assert (second["type"], second["prev_seq"], second["seq"]) == ("delta", seq + 1, seq + 3)
+        await kiosk.close()

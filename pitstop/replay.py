@@ -98,7 +98,9 @@ class ShadowLedger:
 
     async def send(self, topic: str, key: Any, value: Any, partition: Any, timestamp: Any, headers: Any) -> Any:
         if topic == self.topic and value is not None:
-            self.records.append(bytes(value))
+            # A copy of its own size: orjson's output keeps a 4 KiB (or larger) allocation whatever its
+            # length, which made a million-event replay hold ~14 GB of mostly empty buffers.
+            self.records.append(bytes(memoryview(value)))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

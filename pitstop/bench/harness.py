@@ -183,7 +183,8 @@ def generate(
     start = end - spacing * count
     out = []
     for event in sim.stream(start, count, spacing):
-        out.append((topic_for(topics, event), str(event["centre_id"]).encode(), orjson.dumps(event)))
+        # a copy of its own size: each orjson output keeps a 4 KiB allocation (pitstop/replay.py)
+        out.append((topic_for(topics, event), str(event["centre_id"]).encode(), bytes(memoryview(orjson.dumps(event)))))
     return out
 
 
@@ -687,8 +688,13 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
             sustained = [s["rate"] for s in report["latency"]["steps"] if s.get("sustained")]
             report["sustained_eps"] = max(sustained) if sustained else 0
         if opts.replay:
-            report["replay"] = replay_run(st, opts.replay, opts.seed + 100, say)
-            say(f"replay: {report['replay']['events']:,} events in {report['replay']['seconds']} s")
+            try:
+                report["replay"] = replay_run(st, opts.replay, opts.seed + 100, say)
+            except (BenchError, subprocess.TimeoutExpired) as exc:  # the rest of the run is still reported
+                report["replay"] = {"events": opts.replay, "error": str(exc)[-500:]}
+                say(f"replay failed: {exc}")
+            else:
+                say(f"replay: {report['replay']['events']:,} events in {report['replay']['seconds']} s")
         if opts.fanout:
             from pitstop.bench.fanout import run_fanout
 
@@ -751,7 +757,9 @@ def tables(report: dict[str, Any]) -> str:
         for step in lat["steps"]:
             cpu = ", ".join(f"{k} {v:.0f}" for k, v in step["cpu_us_per_event"].items())
             out.append(f"| {step['rate']:,} | {cpu} |")
-    if replay := report.get("replay"):
+    if (replay := report.get("replay")) and "error" in replay:
+        out.append(f"replay of {replay['events']:,} events failed: {replay['error']}")
+    elif replay:
         out.append(
             f"replay: {replay['events']:,} events re-scored in {replay['seconds']} s ({replay['eps']:,} events/s), "
             f"{replay['ledger_entries']:,} ledger entries; the command took {replay['command_seconds']} s"

@@ -30,12 +30,14 @@ What runs, per kiosk count (each gets a fresh gateway and Redis namespace; Redis
 
 The load generator runs in ``--procs`` processes (default: one up to 1,000 kiosks, then one per 2,500,
 2 to 4), each a uvloop event loop. Why: on the 2-core machine this was written on, the clients' own CPU
-was measured at about 8 % of a core per 1,000 kiosks receiving ~2,300 deltas/s plus their tickers, and
-34-53 % in total at 10,000 kiosks receiving 6,000-12,000 deltas/s; the full demand at 10,000 kiosks and
-20 changes/s is ~23,000 deltas/s plus about as many ticker pushes, more than one process on one core
-can parse without its receive queue adding to every sample (extrapolated, not A/B-measured against
-one or two processes). Four processes let that work use both cores; more would only add memory and
-context switches on two. Each run reports the load generator's CPU, so a saturated one shows.
+(the websockets library's client then) was measured at about 8 % of a core per 1,000 kiosks receiving
+~2,300 deltas/s plus their tickers, and 34-53 % in total at 10,000 kiosks receiving 6,000-12,000
+deltas/s; the full demand at 10,000 kiosks and 20 changes/s is ~23,000 deltas/s plus about as many ticker
+pushes, more than one process on one core can parse without its receive queue adding to every sample
+(extrapolated, not A/B-measured against one or two processes). Four processes let that work use both
+cores; more would only add memory and context switches on two. With :mod:`pitstop.bench.wsclient`
+the clients took 5.6-6 % per 1,000 kiosks and 31-34 % at 10,000. Each run reports the load generator's
+CPU, so a saturated one shows.
 
 Reported per kiosk count: kiosks connected, how long connecting all of them took and the p50/p99
 of one kiosk's connect (TCP + handshake + auth + its snapshot, and the view's snapshot), delta

@@ -146,7 +146,7 @@ def _boards(kind: str, season: str, centre_id: str, region: str, state: str, rol
         return []
     return [
         f"lg:{season}:{scope}:{scope_id}:{r}"  # board_key, spelled out: this runs for every ledger record
-        for scope, scope_id in (("centre", centre_id), ("region", region), ("state", state), ("nation", "all"))
+        for scope, scope_id in zip(SCOPES, (centre_id, region, state, "all"), strict=True)
         for r in ("all", role)
     ]
 

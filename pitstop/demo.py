@@ -144,8 +144,6 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], *, timeout: flo
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))

@@ -61,6 +61,7 @@ PREFIX = "bench."
 QUICK_EVENTS = 50_000
 FULL_EVENTS = 200_000
 QUICK_RATES = (1000, 3000, 10_000, 20_000)
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))  # one per core, as it would be deployed; 4 partitions
 NAIVE_EVENTS = 10_000  # the naive Faust peer reads at most this many (its rate is what is compared)
 
 
@@ -123,6 +124,73 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@dataclass
+class Workers:
+    """The engine under test: ``count`` ``pitstop worker`` processes of one app, sharing its partitions
+    (each step is one consumer group), each with a /metrics port of its own."""
+
+    children: list[Child]
+    ports: list[int]
+
+    @classmethod
+    def spawn(cls, st: Stack, run: str, count: int, source: Path | None = None) -> Workers:
+        children, ports = [], []
+        for i in range(count):
+            port = free_port()
+            env = st.env(app_id=f"bench-{run}", redis_namespace=f"bench-{run}", worker_metrics_port=str(port))
+            if source is not None:  # another checkout's worker (a before/after comparison)
+                env["PYTHONPATH"] = str(source)
+            name = run if count == 1 else f"{run}-{i + 1}"
+            with (st.logs / f"{name}.log").open("ab") as log:
+                children.append(Child.spawn(name, [sys.executable, "-m", "pitstop", "worker"], env, log, cwd=source))
+            ports.append(port)
+        return cls(children, ports)
+
+    def check(self) -> None:
+        for child in self.children:
+            if child.process.poll() is not None:
+                raise BenchError(f"{child.name}: the worker exited with code {child.process.returncode}")
+
+    def texts(self) -> list[str]:
+        return [worker_metrics(port) or "" for port in self.ports]
+
+    def metrics(self) -> dict[str, float]:
+        """Every worker's /metrics, summed by metric name."""
+        total: dict[str, float] = {}
+        for text in self.texts():
+            for name, value in metric_sums(text).items():
+                total[name] = total.get(name, 0.0) + value
+        return total
+
+    def events_read(self) -> int:
+        """Source records read by all the workers; -1 while one of them does not answer."""
+        counts = [worker_events_read(port) for port in self.ports]
+        return -1 if min(counts) < 0 else sum(counts)
+
+    def wait_joined(self, partitions: int, timeout: float = 90) -> None:
+        """Until the workers hold ``partitions`` partitions between them, each at least one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            held = [metric_sums(text).get("pitstop_worker_assigned_partitions", 0) for text in self.texts()]
+            if sum(held) >= partitions and min(held) > 0:
+                return
+            time.sleep(0.2)
+        raise BenchError(f"the workers did not take the {partitions} partitions within {timeout:.0f}s")
+
+    def pids(self) -> dict[str, int]:
+        if len(self.children) == 1:
+            return {"worker": self.children[0].process.pid}
+        return {f"worker-{i}": child.process.pid for i, child in enumerate(self.children, 1)}
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(child.process.pid) for child in self.children)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
 
 
 # --- the run's infrastructure -----------------------------------------------------------------
@@ -243,54 +311,56 @@ class Throughput:
 
 
 def engine_throughput(
-    st: Stack, events: int, run: str, timeout: float, profile: Path | None = None, source: Path | None = None
+    st: Stack,
+    records: Sequence[tuple[str, bytes, bytes]],
+    run: str,
+    timeout: float,
+    workers: int = 1,
+    profile: Path | None = None,
+    source: Path | None = None,
 ) -> Throughput:
-    """``pitstop worker`` over the produced events: from the first event read to the last award applied.
+    """``pitstop worker`` processes, joined, then the events produced: from the first event read to the
+    last award applied.
 
-    Progress is watched in Redis (the ledger offsets the league has applied, 20 times a second) and in
-    the worker's /metrics (twice a second: a scrape costs the worker CPU). The first event read is the
-    earliest ``consumed.ts`` header on the ledger."""
-    port = free_port()
+    The workers take their partitions before the first event is produced, so a late joiner's rebalance
+    is not timed. Progress is watched in Redis (the ledger offsets the league has applied, 20 times a
+    second) and in the workers' /metrics (twice a second: a scrape costs a worker CPU). The first event
+    read is the earliest ``consumed.ts`` header on the ledger."""
+    engine = Workers.spawn(st, run, workers, source)
     ns = f"bench-{run}"
-    env = st.env(app_id=f"bench-{run}", redis_namespace=ns, worker_metrics_port=str(port))
-    if source is not None:  # another checkout's worker (a before/after comparison)
-        env["PYTHONPATH"] = str(source)
-    with (st.logs / f"{run}.log").open("ab") as log:
-        child = Child.spawn(run, [sys.executable, "-m", "pitstop", "worker"], env, log, cwd=source)
     client = redis_client(st.settings.redis_url)
-    first_applied = 0.0
     spy: subprocess.Popen[bytes] | None = None
     try:
-        cpu0: dict[str, float] = {}
+        engine.wait_joined(st.settings.topic_partitions * (len(st.topics.sources) + 1))
+        cpu0 = {**st.infra_cpu(), "worker": engine.cpu_seconds()}
+        if profile is not None:
+            spy = py_spy(engine.children[0].process.pid, profile / f"{run}.txt")
+        produced_s = asyncio.run(produce_all(st.settings.bootstrap_servers, records))
+        events = len(records)
         deadline = time.monotonic() + timeout
         last_offsets: list[bytes] = []
-        last = next_scrape = 0.0
+        first_applied = last = next_scrape = 0.0
         while time.monotonic() < deadline:
-            if child.process.poll() is not None:
-                raise BenchError(f"{run}: the worker exited with code {child.process.returncode}; see {log.name}")
+            engine.check()
             offsets = sorted(client.hvals(f"{ns}:ledger-offsets"))
             now = time.time()
             if offsets != last_offsets:
-                if not last_offsets:
-                    first_applied = now
-                    cpu0 = {**st.infra_cpu(), "worker": cpu_seconds(child.process.pid)}
-                    if profile is not None:
-                        spy = py_spy(child.process.pid, profile / f"{run}.txt")
+                first_applied = first_applied or now
                 last_offsets, last = offsets, now
             if offsets and now >= next_scrape:
                 next_scrape = now + 0.5
-                text = worker_metrics(port) or ""
-                m = metric_sums(text)
+                m = engine.metrics()
                 applied = m.get("pitstop_ledger_applied", 0.0) + m.get("pitstop_ledger_skipped", 0.0)
                 if m.get("pitstop_events", 0.0) >= events and applied >= ledger_records_made(m):
-                    cpu1 = {**st.infra_cpu(), "worker": cpu_seconds(child.process.pid)}
+                    cpu1 = {**st.infra_cpu(), "worker": engine.cpu_seconds()}
                     cpu = {k: (cpu1[k] - cpu0[k]) / events * 1e6 for k in cpu1}
                     # a worker older than the consumed.ts header: from its first apply (its first batch not counted)
                     first = (
                         asyncio.run(first_consumed(st.settings.bootstrap_servers, st.topics.ledger)) or first_applied
                     )
                     result = Throughput("engine", events, last - first, cpu)
-                    result.extra = {"batch_mean": batch_means(text)}
+                    means = [batch_means(text) for text in engine.texts()]
+                    result.extra = {"workers": workers, "produced_s": round(produced_s, 2), "batch_mean": means[0]}
                     return result
             time.sleep(0.05)
         raise BenchError(f"{run}: not done within {timeout:.0f}s")
@@ -299,7 +369,7 @@ def engine_throughput(
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
         client.close()
-        child.stop()
+        engine.stop()
 
 
 def redis_client(url: str) -> Any:
@@ -483,10 +553,8 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
     run = "latency"
     st = replace(st, settings=replace(st.settings, topic_prefix="bench-live-"))  # topics of its own
     asyncio.run(ensure_topics(st.settings))
-    ns, port = f"bench-{run}", free_port()
-    env = st.env(app_id=f"bench-{run}", redis_namespace=ns, worker_metrics_port=str(port))
-    with (st.logs / f"{run}-worker.log").open("ab") as log:
-        worker = Child.spawn(run, [sys.executable, "-m", "pitstop", "worker"], env, log)
+    ns = f"bench-{run}"
+    engine = Workers.spawn(st, run, opts.workers, opts.engine_from)
     gateway = None
     pools: list[Any] = []
     try:
@@ -494,9 +562,8 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
         pool = KioskPool.start(gateway.port, opts.kiosks)
         pools.append(pool)
         say(f"{pool.connected:,} kiosks connected ({pool.failed} failed) in {pool.connect_s:.1f}s")
-        n = st.settings.topic_partitions
-        wait_joined(port, worker, timeout=90, partitions=n * (len(st.topics.sources) + 1))
-        steps = asyncio.run(run_steps(st, opts, port, worker, gateway, pool, ns, say))
+        engine.wait_joined(st.settings.topic_partitions * (len(st.topics.sources) + 1))
+        steps = asyncio.run(run_steps(st, opts, engine, gateway, pool, ns, say))
         samples = pool.stop()
         say(f"kiosks received {pool.deltas:,} deltas ({len(samples):,} with a source time), {pool.dropped} dropped")
         gateway_rss = rss_mb(gateway.process.pid)
@@ -506,7 +573,7 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
             pool.close()
         if gateway is not None:
             gateway.stop()
-        worker.stop()
+        engine.stop()
     report_steps = []
     for step in steps:
         inside = [s for s in stages if step.start <= s[0] <= step.end]
@@ -532,26 +599,13 @@ def latency(st: Stack, opts: Options, say: Any) -> dict[str, Any]:
     return {"kiosks": pool.connected, "gateway_rss_mb": round(gateway_rss, 1), "steps": report_steps}
 
 
-async def events_read(port: int) -> float:
-    """Source records the worker has read so far (its /metrics, fetched off the loop; 0 while it does not answer)."""
-    return float(max(0, await asyncio.to_thread(worker_events_read, port)))
-
-
-def wait_joined(port: int, worker: Child, timeout: float, partitions: int) -> None:
-    """Until the worker holds ``partitions`` partitions (every source and ledger partition: it is alone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise BenchError(f"the latency worker exited with code {worker.process.returncode}")
-        m = metric_sums(worker_metrics(port) or "")
-        if m.get("pitstop_worker_assigned_partitions", 0) >= partitions:
-            return
-        time.sleep(0.2)
-    raise BenchError("the latency worker did not join within 90 s")
+async def events_read(engine: Workers) -> float:
+    """Source records the workers have read so far (their /metrics, read off the loop; 0 while one is silent)."""
+    return float(max(0, await asyncio.to_thread(engine.events_read)))
 
 
 async def run_steps(
-    st: Stack, opts: Options, port: int, worker: Child, gateway: Any, pool: Any, ns: str, say: Any
+    st: Stack, opts: Options, engine: Workers, gateway: Any, pool: Any, ns: str, say: Any
 ) -> list[Step]:
     from aiokafka import AIOKafkaProducer
 
@@ -560,7 +614,7 @@ async def run_steps(
     changes: list[tuple[float, float]] = []
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_changes(st.settings.redis_url, ns, changes, stop))
-    procs = {"worker": worker.process.pid, "gateway": gateway.process.pid, **pool.pids()}
+    procs = {**engine.pids(), "gateway": gateway.process.pid, **pool.pids()}
     procs |= {"broker": st.broker.process.pid, "redis": st.redis.process.pid, "bench": os.getpid()}
     steps: list[Step] = []
     total = 0
@@ -583,18 +637,18 @@ async def run_steps(
             produce = asyncio.create_task(open_loop(producer, records, step))
             while not produce.done():
                 await asyncio.sleep(0.5)
-                read = await events_read(port)
+                read = await events_read(engine)
                 step.backlog.append((time.time(), total + (step.sent or int((time.time() - step.start) * rate)) - read))
             await produce
             total += step.sent
             cpu1 = {name: cpu_seconds(pid) for name, pid in procs.items()}
             step.cpu_us_per_event = {k: (cpu1[k] - cpu0[k]) / max(step.sent, 1) * 1e6 for k in cpu1}
-            read = await events_read(port)
+            read = await events_read(engine)
             step.backlog.append((time.time(), total - read))
             drain_start = time.monotonic()
             while read < total and time.monotonic() - drain_start < 120:
                 await asyncio.sleep(0.25)
-                read = await events_read(port)
+                read = await events_read(engine)
             step.drained_s = round(time.monotonic() - drain_start, 2)
             await asyncio.sleep(1.0)  # the last changes reach the kiosks
             step.applied_ms = [ms for at, ms in changes if step.start <= at - ms / 1000 <= step.end]
@@ -656,11 +710,12 @@ class Options:
     engine_from: Path | None = None  # run the engine of another checkout (before/after comparisons)
     fanout: tuple[int, ...] = ()  # kiosk counts for fan-out runs (pitstop.bench.fanout)
     replay: int = 0  # events re-scored by pitstop replay (0: no replay run)
+    workers: int = 1  # pitstop worker processes of the engine (they share its partitions): one per core
 
 
 def run(opts: Options, say: Any = print) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="pitstop-bench-"))
-    report: dict[str, Any] = {"events": opts.events, "logs": str(logs), "machine": machine()}
+    report: dict[str, Any] = {"events": opts.events, "logs": str(logs), "machine": machine(), "workers": opts.workers}
     with stack(logs) as st:
         asyncio.run(ensure_topics(st.settings))
         records = generate(
@@ -668,12 +723,13 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         )
         sizes = [len(v) for _, _, v in records]
         report["event_bytes_mean"] = round(float(np.mean(sizes)), 1)
-        seconds = asyncio.run(produce_all(st.settings.bootstrap_servers, records))
-        say(f"produced {len(records):,} events ({report['event_bytes_mean']:.0f} bytes mean) in {seconds:.1f}s")
-        results = [
-            engine_throughput(st, opts.events, "engine", timeout=600, profile=opts.profile, source=opts.engine_from)
-        ]
-        say(f"engine: {results[-1].eps:,.0f} events/s")
+        engine = engine_throughput(
+            st, records, "engine", 600, workers=opts.workers, profile=opts.profile, source=opts.engine_from
+        )
+        mean, produced_s = report["event_bytes_mean"], engine.extra["produced_s"]
+        say(f"produced {len(records):,} events ({mean:.0f} bytes mean) in {produced_s}s")
+        say(f"engine ({opts.workers} worker{'s' if opts.workers > 1 else ''}): {engine.eps:,.0f} events/s")
+        results = [engine]
         for peer in opts.peers:
             # the naive peer reads a share of the events (at its speed all of them would take minutes)
             count = min(opts.events, NAIVE_EVENTS) if peer == "naive_faust" else opts.events
@@ -741,7 +797,8 @@ def tables(report: dict[str, Any]) -> str:
     for r in report["throughput"]:
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_event"].items())
         ratio = f"{engine / r['eps']:.2f}x" if r["pipeline"] != "engine" and r["eps"] else ""
-        out.append(f"| {r['pipeline']} | {r['events']:,} | {r['eps']:,} | {ratio} | {cpu} |")
+        name = f"engine, {r['workers']} workers" if r.get("workers", 1) > 1 else r["pipeline"]
+        out.append(f"| {name} | {r['events']:,} | {r['eps']:,} | {ratio} | {cpu} |")
     if "latency" in report:
         lat = report["latency"]
         out += ["", f"open loop, {lat['kiosks']:,} kiosks connected, gateway {lat['gateway_rss_mb']} MB at the end", ""]
@@ -791,6 +848,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers", nargs="*", choices=PEER_NAMES, help="peers to run (all by default)")
     parser.add_argument("--replay", type=_count_or_none, help="events re-scored by pitstop replay (1,000,000; 0: none)")
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of the engine's run into this folder")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=DEFAULT_WORKERS,
+        help=f"pitstop worker processes of the engine, sharing its partitions (one per core: {DEFAULT_WORKERS})",
+    )
     parser.add_argument("--engine-from", type=Path, help="run the engine of another checkout (before/after)")
 
 
@@ -801,6 +864,13 @@ def _count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 10_000_000:
         raise argparse.ArgumentTypeError(f"{text} is not between 1 and 10,000,000")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 4:
+        raise argparse.ArgumentTypeError(f"{text} workers: between 1 and 4 (the ledger has 4 partitions to share)")
     return value
 
 
@@ -843,6 +913,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         quick=args.quick,
         profile=args.profile,
         engine_from=args.engine_from,
+        workers=args.workers,
         fanout=tuple(args.fanout) if args.fanout is not None else (() if args.quick else (1000, 2000, 10_000)),
         replay=args.replay if args.replay is not None else (0 if args.quick else 1_000_000),
     )

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -181,6 +182,7 @@ def run_quix(work: Work, bootstrap: str, redis_url: str, group: str) -> None:
         commit_interval=0.5,
         auto_create_topics=False,
         loglevel="WARNING",
+        state_dir=tempfile.mkdtemp(prefix="pitstop-quix-"),  # stateless, but its default is ./state (a package here)
     )
     sink = RedisBoards()
     for name in work.topics.sources:

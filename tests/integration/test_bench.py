@@ -23,6 +23,7 @@ KEYS = ("engine_eps", "peer_naive_faust_eps", "peer_aiokafka_eps", "peer_quix_ep
 
 def test_bench_reports_the_engine_the_peers_and_the_kiosk_latency() -> None:
     args = ["--events", "400", "--rates", "100", "--step-s", "3", "--kiosks", "10", "--replay", "0", "--fanout"]
+    args += ["--workers", "2"]  # two engine processes sharing the partitions, as on a 2-core machine
     done = subprocess.run(
         [sys.executable, "-m", "pitstop", "bench", "--json", *args],
         capture_output=True,
@@ -36,6 +37,8 @@ def test_bench_reports_the_engine_the_peers_and_the_kiosk_latency() -> None:
     assert report["kiosks"] == 10
     assert [r["pipeline"] for r in report["throughput"]] == ["engine", "aiokafka", "quix", "naive_faust"]
     assert all(r["events"] > 0 for r in report["throughput"])
+    assert report["throughput"][0]["workers"] == 2
     (step,) = report["latency"]["steps"]
     assert step["events"] == 300 and step["stages_ms"]["received"]["n"] > 0
+    assert {"worker-1", "worker-2"} <= set(step["cpu_us_per_event"])  # both workers were running
     assert tuple(step["stages_ms"]) == STAGES and step["stages_ms"]["pushed"]["n"] > 0  # the gateway's send stage

@@ -15,6 +15,8 @@ from pitstop.cli import main
         (["--step-s", "0.5"], "0.5 s is not between 1 and 3600"),
         (["--rates", "0"], "0 is not between 1 and 10,000,000"),
         (["--peers", "spark"], "invalid choice: 'spark'"),
+        (["--workers", "5"], "5 workers: between 1 and 4"),
+        (["--workers", "two"], "invalid _workers value: 'two'"),
     ],
 )
 def test_bad_arguments_are_refused(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

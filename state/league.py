@@ -3,9 +3,9 @@
 Awards reach Redis through one Lua script per ledger batch (:data:`APPLY_LUA`), which in a single
 atomic step, for each award not applied before (``HSETNX`` on the season's applied-id hash), adds its
 points to every board it belongs to (summed per board and person over the batch: one ``ZINCRBY``
-each), keeps the person's recent awards, publishes the award for
-notifications, records the highest ledger offset applied per partition, bumps each changed board's
-version once and publishes the board's new scores as one sequenced change.
+each), keeps the person's recent awards, publishes the award for notifications, records the highest
+ledger offset applied per partition, bumps each changed board's version once and publishes the board's
+new scores as one sequenced change.
 
 Key layout, under a namespace ``ns`` (default ``pitstop``):
 
@@ -40,14 +40,20 @@ SCOPES = ("centre", "region", "state", "nation")
 RECENT_AWARDS = 50
 
 APPLY_LUA = """
+-- ARGV: namespace, the call (JSON, see League.apply_entries), 'live' or 'rebuild', then one award
+-- notification (JSON) per record: they are passed as they are, not inside the call's JSON, so they
+-- are neither escaped nor decoded.
 local ns = ARGV[1]
+local call = cjson.decode(ARGV[2])
 local rebuild = ARGV[3] == 'rebuild'
+local sets = call.sets  -- the boards of each board set (a season, centre, region, state and role)
 local offsets_key = ns .. ':ledger-offsets'
 local changed, order, src = {}, {}, {}
 local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
+local set_src = {}  -- board set -> the oldest source timestamp among its applied records
 local notes, published = {}, {}  -- the call's award notifications and board changes, one message each
 local results = {}
-for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partition
+for _, batch in ipairs(call.partitions) do  -- one batch per ledger partition
   local partition = tostring(batch.partition)
   local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
   local applied, skipped = 0, 0
@@ -62,17 +68,15 @@ for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partit
       if rebuild or r.o > last then
         if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
           applied = applied + 1
-          for _, b in ipairs(r.b) do
-            local key = b .. ' ' .. r.p
-            local sum = sums[key]
-            if not sum then
-              sum = {b, r.p, 0}
-              sums[key] = sum
-              table.insert(sum_order, key)
-            end
-            sum[3] = sum[3] + r.pts
-            if r.sr and (not src[b] or r.sr < src[b]) then src[b] = r.sr end
+          local key = r.b .. ' ' .. r.p  -- summed per board set and person here, per board below
+          local sum = sums[key]
+          if not sum then
+            sum = {r.b, r.p, 0}
+            sums[key] = sum
+            table.insert(sum_order, key)
           end
+          sum[3] = sum[3] + r.pts
+          if r.sr and (not set_src[r.b] or r.sr < set_src[r.b]) then set_src[r.b] = r.sr end
           if r.t then  -- an entry earning a badge, or taking back (part of) an award that may have earned one
             local held = ns .. ':badges:' .. r.p
             if r.bg then redis.call('HSETNX', held, r.t .. ':m', r.bg) end
@@ -84,8 +88,9 @@ for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partit
             recent[r.p] = mine
             table.insert(recent_order, r.p)
           end
-          table.insert(mine, r.n)
-          table.insert(notes, r.n)
+          local note = ARGV[r.n]
+          table.insert(mine, note)
+          table.insert(notes, note)
         else
           skipped = skipped + 1
         end
@@ -98,8 +103,27 @@ for _, batch in ipairs(cjson.decode(ARGV[2])) do  -- one batch per ledger partit
     table.insert(results, {applied, skipped, -1})
   end
 end
-for _, key in ipairs(sum_order) do  -- one ZINCRBY per board and person: the same end scores
-  local b, p, pts = unpack(sums[key])
+local board_sums, board_order = {}, {}
+for _, key in ipairs(sum_order) do
+  local set, p, pts = unpack(sums[key])
+  for _, b in ipairs(sets[set]) do
+    local bkey = b .. ' ' .. p
+    local sum = board_sums[bkey]
+    if not sum then
+      sum = {b, p, 0}
+      board_sums[bkey] = sum
+      table.insert(board_order, bkey)
+    end
+    sum[3] = sum[3] + pts
+  end
+end
+for set, ts in pairs(set_src) do
+  for _, b in ipairs(sets[set]) do
+    if not src[b] or ts < src[b] then src[b] = ts end
+  end
+end
+for _, key in ipairs(board_order) do  -- one ZINCRBY per board and person: the same end scores
+  local b, p, pts = unpack(board_sums[key])
   local score = redis.call('ZINCRBY', ns .. ':' .. b, pts, p)
   if not changed[b] then
     changed[b] = {}
@@ -269,14 +293,17 @@ class League:
         Live (not rebuild) batches must continue where the partition's recorded offset left off; a
         partition whose batch starts further on is not applied and is reported in ``gaps``.
         """
-        by_partition: dict[int, list[dict[str, Any]]] = {}
+        call = _ApplyCall()
         for entry in sorted(entries, key=lambda e: (e.partition, e.offset)):
-            by_partition.setdefault(entry.partition, []).append(_item(entry))
+            call.add(entry)
+        by_partition = call.by_partition
         if not by_partition:
             return ApplyResult(0, 0)
         partitions = sorted(by_partition)
-        payload = orjson.dumps([{"partition": p, "records": by_partition[p]} for p in partitions])
-        results = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live"])
+        payload = orjson.dumps(
+            {"sets": call.sets, "partitions": [{"partition": p, "records": by_partition[p]} for p in partitions]}
+        )
+        results = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live", *call.notes])
         applied = skipped = 0
         gaps: list[tuple[int, int, int]] = []
         for partition, result in zip(partitions, results, strict=True):
@@ -324,25 +351,46 @@ class League:
         return deleted
 
 
-def _item(entry: LedgerEntry) -> dict[str, Any]:
-    """One record's part of the apply script's argument (see APPLY_LUA for the names)."""
-    f = entry.fields
-    item = {
-        "o": entry.offset,
-        "id": f["award_id"],
-        "s": f["season"],
-        "p": f["staff_id"],
-        "pts": f["points"],
-        "b": _boards(f.get("kind", "award"), f["season"], f["centre_id"], f["region"], f["state"], f["role"]),
-        "n": orjson.dumps(notification_of(f)).decode(),
-    }
-    if entry.source_ts is not None:
-        item["sr"] = entry.source_ts
-    if target := badge_target_of(f):
-        item["t"] = target[0]
-        if target[1] is not None:
-            item["bg"] = orjson.dumps(target[1]).decode()
-    return item
+class _ApplyCall:
+    """The arguments of one APPLY_LUA call, built a record at a time.
+
+    Records of the same season, centre, region, state and role count on the same boards: each distinct
+    list of boards (a board set) is sent once, and a record names its set by number. A record's
+    notification is a script argument of its own (``n`` is its place in ARGV)."""
+
+    FIRST_NOTE = 4  # ARGV[1..3]: namespace, this call's JSON, mode
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, list[dict[str, Any]]] = {}
+        self.sets: list[list[str]] = []
+        self.set_of: dict[tuple[str, ...], int] = {}  # (kind is refusal, season, centre, region, state, role)
+        self.notes: list[bytes] = []
+
+    def add(self, entry: LedgerEntry) -> None:
+        f = entry.fields
+        kind = f.get("kind", "award")
+        where = ("1" if kind == "refusal" else "", f["season"], f["centre_id"], f["region"], f["state"], f["role"])
+        board_set = self.set_of.get(where)
+        if board_set is None:
+            self.sets.append(_boards(kind, f["season"], f["centre_id"], f["region"], f["state"], f["role"]))
+            board_set = self.set_of[where] = len(self.sets)  # Lua counts from 1
+        self.notes.append(orjson.dumps(notification_of(f)))
+        item = {
+            "o": entry.offset,
+            "id": f["award_id"],
+            "s": f["season"],
+            "p": f["staff_id"],
+            "pts": f["points"],
+            "b": board_set,
+            "n": self.FIRST_NOTE + len(self.notes) - 1,
+        }
+        if entry.source_ts is not None:
+            item["sr"] = entry.source_ts
+        if target := badge_target_of(f):
+            item["t"] = target[0]
+            if target[1] is not None:
+                item["bg"] = orjson.dumps(target[1]).decode()
+        self.by_partition.setdefault(entry.partition, []).append(item)
 
 
 def _text(value: bytes | str) -> str:

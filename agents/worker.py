@@ -44,6 +44,7 @@ from agents.budgets import claims as budget_claims
 from agents.budgets import settle as settle_budgets
 from agents.consume import BatchReader
 from agents.digest import Digests
+from agents.gcpolicy import tune_gc
 from agents.metrics import WorkerMetrics
 from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
@@ -772,4 +773,5 @@ def run_worker(settings: Settings) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.bind_host, registry=registry)
         log.info("worker metrics on http://%s:%d/metrics", settings.bind_host, settings.worker_metrics_port)
     worker = BoundedWorker(app, shutdown_timeout_s=settings.shutdown_timeout_s, loglevel="INFO", quiet=True, loop=loop)
+    tune_gc()
     worker.execute_from_commandline()

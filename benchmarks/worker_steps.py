@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 import agents.worker as worker_module
+from agents.gcpolicy import tune_gc
 from agents.metrics import WorkerMetrics
 from agents.pipeline import SourceRecord
 from agents.rules import load_rule_pack
@@ -104,6 +105,7 @@ async def measure(events: int, batch: int) -> dict[str, Any]:
             return {}
 
         scorer.read_committed = nothing_committed
+        tune_gc()  # as pitstop worker does
         for name in ("decode_batch", "plan_sla", "score_decoded", "subjects_to_load", "budget_claims"):
             setattr(worker_module, name, timed(name, getattr(worker_module, name)))
         for obj, names in (

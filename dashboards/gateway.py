@@ -55,6 +55,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from agents.gcpolicy import tune_gc
 from agents.kpi import Window
 from agents.rules import RulePack, load_rule_pack
 from config.directory import Directory
@@ -926,6 +927,7 @@ async def run_gateway(settings: Settings) -> None:
     producer = Recognitions(settings.bootstrap_servers)
     gateway = Gateway(settings, directory, redis, theme=theme, programme=programme, pack=pack, send=producer.send)
     port = await gateway.start()
+    tune_gc()
     log.info("gateway on http://%s:%d (kiosk page /kiosk, WebSocket /ws)", settings.bind_host, port)
     print(f"GATEWAY_PORT={port}", flush=True)
     stop = asyncio.Event()

@@ -18,6 +18,7 @@ finds its windows closed and produces the same records again, with the same ids.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -54,6 +55,7 @@ class WindowStep:
     late: list[tuple[SourceRecord, Event, date]] = field(default_factory=list)  # for the late-events topic
     closed: Counter[str] = field(default_factory=Counter)  # window kind -> windows closed
     clock: dict[int, int] = field(default_factory=dict)  # source partition -> stream time (ms)
+    outbox: dict[str, bytes] = field(default_factory=dict)  # the whole KPI outbox once the step committed
 
 
 Records = Callable[[str, date], list[list[Any]]]
@@ -213,9 +215,9 @@ class KpiWindows:
         # Writes the records, closes what the stream time now allows, corrects for late events, and
         # commits the step (results + outbox) before returning it; the caller produces the outbox.
         step = WindowStep()
-        marks = await self.store.closed({item.event.centre_id for item in scored})
         placed: list[Placed] = []
         first_day: dict[str, date] = {}
+        days: list[tuple[SourceRecord, Event, date]] = []
         capped = pack.capped
         for item in scored:
             record, event = item.record, item.event
@@ -224,8 +226,7 @@ class KpiWindows:
                 continue
             day = local_day(event.occurred_at, centre.timezone)
             first_day[centre.id] = min(day, first_day.get(centre.id, day))
-            if centre.id in marks and day <= marks[centre.id]:
-                step.late.append((record, event, day))
+            days.append((record, event, day))
             contribution = contribution_of(event, centre.timezone, self.repeat_within)
             if contribution is not None:
                 on_event = tuple(dict.fromkeys(p.staff_id for p in event.people))
@@ -235,9 +236,19 @@ class KpiWindows:
                     points = orjson.dumps(["p", award.rule_id, award.points])
                     cap = Contribution(day, f"a:{award.award_id}", points)
                     placed.append(Placed(cap, centre.id, (award.staff_id,), record.partition, centre_bucket=False))
-        await self.store.add(placed)
+        # The records written, and the state the step starts from read, at the same time: the read does
+        # not look at records, and the centres the records add to their partitions are added below.
+        _, state = await asyncio.gather(
+            self.store.add(placed),
+            self.store.state((record.partition for record, _ in seen), (event.centre_id for _, event, _ in days)),
+        )
+        marks = state.closed  # the windows closed before this batch
+        step.late = [(r, e, day) for r, e, day in days if e.centre_id in marks and day <= marks[e.centre_id]]
+        by_partition = state.centres
+        for put in placed:
+            by_partition.setdefault(put.partition, set()).add(put.centre_id)
 
-        clock = await self.store.clock(record.partition for record, _ in seen)
+        clock = state.clock
         for record, event in seen:
             ms = int(event.occurred_at.timestamp() * 1000)
             clock[record.partition] = max(clock.get(record.partition, ms), ms)
@@ -248,8 +259,7 @@ class KpiWindows:
         results: dict[tuple[str, str], dict[str, Result]] = {}
         advanced: dict[str, date] = {}
         prior: dict[str, date] = {}
-        by_partition = await self.store.centres(clock)
-        all_marks = await self.store.closed(c for centres in by_partition.values() for c in centres)
+        all_marks = state.closed
         for partition, centre_ids in sorted(by_partition.items()):
             for centre_id in sorted(centre_ids):
                 centre = self.directory.centre(centre_id)
@@ -303,7 +313,7 @@ class KpiWindows:
                     results.setdefault((centre_id, window.id), {})[name] = after
                     step.awards.append(entry)
 
-        await self.store.commit(
+        step.outbox = await self.store.commit(
             clock=clock,
             closed=advanced,
             results=results,

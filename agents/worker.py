@@ -208,7 +208,7 @@ class Scorer:
         # KPI records, windows closed by the stream time, corrections for late events: committed with an
         # outbox of the ledger records they make, produced with the batch's own and then cleared.
         step = await self._retry("kpi", lambda: self.windows.advance(result.scored, decoded, pack))
-        outbox = await self._retry("kpi", self.kpi.outbox)
+        outbox = step.outbox  # with what a process that died left in it
 
         await self._retry(
             "ledger", lambda: self._produce(list(result.awards), result.dead, pack, outbox, step, alerts, consumed)

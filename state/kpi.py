@@ -54,6 +54,32 @@ for _ = 1, sets do
 end
 return 0
 """
+# What a step reads before it closes windows, in one call. ARGV: the namespace, then one JSON object:
+# the batch's source partitions and centres. Returns each partition's stream time (nil if none yet) and
+# centres, then which centres those are, all told, and how far each one's windows are closed (nil if
+# never), in that order.
+_STATE = """
+local ns, a = ARGV[1], cjson.decode(ARGV[2])
+local clocks, members, wanted, listed = {}, {}, {}, {}
+local function want(c)
+  if not listed[c] then
+    listed[c] = true
+    table.insert(wanted, c)
+  end
+end
+for i, p in ipairs(a.partitions) do
+  clocks[i] = redis.call('HGET', ns .. ':kpi:clock', p)
+  members[i] = redis.call('SMEMBERS', ns .. ':kpi:centres:' .. p)
+  for _, c in ipairs(members[i]) do want(c) end
+end
+for _, c in ipairs(a.centres) do want(c) end
+local closed = {}
+for first = 1, #wanted, 1000 do  -- unpack takes a few thousand values at most
+  local got = redis.call('HMGET', ns .. ':kpi:closed', unpack(wanted, first, math.min(first + 999, #wanted)))
+  for i = 1, #got do closed[first + i - 1] = got[i] end
+end
+return {clocks, members, wanted, closed}
+"""
 # The values of many hashes in one call (ARGV: the keys), as a list of lists.
 _VALUES = """
 local out = {}
@@ -92,6 +118,15 @@ class Placed:
 
 
 @dataclass(frozen=True, slots=True)
+class KpiState:
+    """What a step starts from (:meth:`KpiStore.state`)."""
+
+    clock: dict[int, int]  # source partition -> stream time (ms); absent: no event seen yet
+    centres: dict[int, set[str]]  # source partition -> the centres whose events it has carried
+    closed: dict[str, date]  # centre -> the last day whose windows are closed; absent: none closed yet
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What a window rule gave a person for a closed window (points net of corrections)."""
 
@@ -105,6 +140,7 @@ class KpiStore:
         self.ns = namespace
         self.ttl_s = ttl_s
         self._add = redis.register_script(_ADD)
+        self._state = redis.register_script(_STATE)
         self._values = redis.register_script(_VALUES)
         self._joined_values = redis.register_script(_JOINED_VALUES)
 
@@ -177,20 +213,19 @@ class KpiStore:
         members = await self.redis.sunion(keys) if keys else set()
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
-    async def clock(self, partitions: Iterable[int]) -> dict[int, int]:
+    async def state(self, partitions: Iterable[int], centres: Iterable[str] = ()) -> KpiState:
+        """The stream time and centres of each partition, and how far those centres' windows (and
+        ``centres``') are closed, in one call."""
         wanted = sorted(set(partitions))
         if not wanted:
-            return {}
-        values = await self.redis.hmget(f"{self.ns}:kpi:clock", [str(p) for p in wanted])
-        return {p: int(v) for p, v in zip(wanted, values, strict=True) if v is not None}
-
-    async def centres(self, partitions: Iterable[int]) -> dict[int, set[str]]:
-        wanted = sorted(set(partitions))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition in wanted:
-                pipe.smembers(f"{self.ns}:kpi:centres:{partition}")
-            found = await pipe.execute()
-        return {p: {m.decode() for m in members} for p, members in zip(wanted, found, strict=True)}
+            return KpiState({}, {}, {})
+        call = orjson.dumps({"partitions": [str(p) for p in wanted], "centres": sorted(set(centres))})
+        clocks, members, listed, closed = await self._state(args=[self.ns, call])
+        return KpiState(
+            clock={p: int(v) for p, v in zip(wanted, clocks, strict=True) if v is not None},
+            centres={p: {_text(m) for m in found} for p, found in zip(wanted, members, strict=True)},
+            closed={_text(c): date.fromisoformat(_text(v)) for c, v in zip(listed, closed, strict=True) if v},
+        )
 
     async def closed(self, centres: Iterable[str]) -> dict[str, date]:
         wanted = sorted(set(centres))
@@ -221,9 +256,10 @@ class KpiStore:
         closed: Mapping[str, date],
         results: Mapping[tuple[str, str], Mapping[str, Result]],
         outbox: Mapping[str, bytes],
-    ) -> None:
+    ) -> dict[str, bytes]:
         """Record a step atomically: the windows closed, their results, and the ledger records they
-        produce (kept in the outbox until the ledger has them)."""
+        produce (kept in the outbox until the ledger has them). Returns the whole outbox after it (with
+        records a process that died left in it)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             if clock:
                 pipe.hset(f"{self.ns}:kpi:clock", mapping={str(p): ms for p, ms in clock.items()})
@@ -236,7 +272,9 @@ class KpiStore:
                     pipe.expire(key, self.ttl_s)
             if outbox:
                 pipe.hset(f"{self.ns}:kpi:outbox", mapping={k: v for k, v in outbox.items()})
-            await pipe.execute()
+            pipe.hgetall(f"{self.ns}:kpi:outbox")
+            found = (await pipe.execute())[-1]
+        return {_text(k): v.encode() if isinstance(v, str) else v for k, v in found.items()}
 
     async def outbox(self) -> dict[str, bytes]:
         found = await self.redis.hgetall(f"{self.ns}:kpi:outbox")

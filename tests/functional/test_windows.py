@@ -24,7 +24,7 @@ from config.directory import Directory, load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from pitstop.services import Service
 from state.badges import badges_from_ledger
-from state.kpi import Bucket, KpiStore
+from state.kpi import Bucket, KpiState, KpiStore
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics
 
@@ -363,3 +363,25 @@ async def test_five_flawless_in_a_row_earn_a_badge_and_a_late_flawed_card_takes_
     (fix,) = [a for a in step.awards if a.kind == "correction" and a.rule_id == "kpi.flawless_five"]
     assert (fix.points, fix.retracts, fix.inputs["kpi.flawless_run_month"]) == (-60, five.award_id, 3)
     assert "flawless-five" not in {b.badge for b in badges_from_ledger(run.ledger).get("S0001", [])}
+
+
+async def test_the_state_a_step_starts_from_is_read_in_one_call(redis: aioredis.Redis, namespace: str) -> None:
+    store = KpiStore(redis, namespace, 120 * 86400)
+    assert await store.state([]) == KpiState({}, {}, {})
+    await redis.hset(f"{namespace}:kpi:clock", mapping={"0": 1_700_000_000_000})
+    await redis.sadd(f"{namespace}:kpi:centres:0", "C01", "C02")
+    await redis.hset(f"{namespace}:kpi:closed", mapping={"C01": "2026-10-19", "C09": "2026-10-18"})
+    found = await store.state([1, 0, 0], centres=["C09", "C77"])
+    # partition 1 has no stream time and no centres yet; C02 and C77 have no closed days
+    assert found == KpiState(
+        clock={0: 1_700_000_000_000},
+        centres={0: {"C01", "C02"}, 1: set()},
+        closed={"C01": date(2026, 10, 19), "C09": date(2026, 10, 18)},
+    )
+
+
+async def test_a_commit_hands_back_the_whole_outbox(redis: aioredis.Redis, namespace: str) -> None:
+    store = KpiStore(redis, namespace, 120 * 86400)
+    await redis.hset(f"{namespace}:kpi:outbox", "left-by-a-dead-process", b"{}")
+    found = await store.commit(clock={0: 1}, closed={}, results={}, outbox={"new": b'{"a":1}'})
+    assert found == {"left-by-a-dead-process": b"{}", "new": b'{"a":1}'}

@@ -26,6 +26,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -225,19 +226,35 @@ class Scorer:
         await self._retry("dedup", lambda: self.seen.mark(s.event.event_id for s in result.scored))
         self._advance(records)
 
+        # Counted per batch, then added once per label (a labelled increment costs ~1.3 µs).
         now_ms = time.time() * 1000
+        scored: Counter[str] = Counter()
+        by_kind: dict[str, Counter[str]] = {"award": Counter(), "retraction": Counter(), "refusal": Counter()}
+        points = taken_back = 0
+        observe = self.metrics.event_to_award.observe
         for item in result.scored:
-            self.metrics.events.labels(item.event.type, "scored").inc()
-            self.metrics.event_to_award.observe(max(0.0, (now_ms - item.record.timestamp_ms) / 1000))
+            scored[item.event.type] += 1
+            observe(max(0.0, (now_ms - item.record.timestamp_ms) / 1000))
             for award in item.awards:
-                if award.kind == "retraction":
-                    self.metrics.retractions.labels(award.rule_id).inc()
-                    self.metrics.points_taken_back.inc(-award.points)
-                elif award.kind == "refusal":
-                    self.metrics.refusals.labels(award.rule_id).inc()
-                else:
-                    self.metrics.awards.labels(award.rule_id).inc()
-                    self.metrics.points.inc(award.points)
+                kind = award.kind if award.kind in by_kind else "award"
+                by_kind[kind][award.rule_id] += 1
+                if kind == "retraction":
+                    taken_back -= award.points
+                elif kind == "award":
+                    points += award.points
+        for event_type, count in scored.items():
+            self.metrics.events.labels(event_type, "scored").inc(count)
+        for counter, counts in (
+            (self.metrics.awards, by_kind["award"]),
+            (self.metrics.retractions, by_kind["retraction"]),
+            (self.metrics.refusals, by_kind["refusal"]),
+        ):
+            for rule_id, count in counts.items():
+                counter.labels(rule_id).inc(count)
+        if points:
+            self.metrics.points.inc(points)
+        if taken_back:
+            self.metrics.points_taken_back.inc(taken_back)
         for kind, count in step.closed.items():
             self.metrics.windows_closed.labels(kind).inc(count)
         for award in step.awards:

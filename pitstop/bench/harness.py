@@ -5,8 +5,9 @@ One run, on one machine, against its own embedded broker and redis-server:
 1. **Events**: pre-generated and seeded (:class:`streams.simulator.Simulator`, the demo's mix with
    tickets and 5 % follow-ups; keyed by centre, strong performers score more often), produced once to
    the source topics of a bench topic prefix.
-2. **Throughput**: each pipeline reads all of them from the start, alone on the machine: the engine
-   (``pitstop worker``, everything on), then the peers of :mod:`pitstop.bench.peers`. Events per second
+2. **Throughput**: each pipeline reads all of them, alone on the machine: the engine (``--workers``
+   ``pitstop worker`` processes, everything on; with more than one, also a single worker, on the same
+   events under topics of its own), then the peers of :mod:`pitstop.bench.peers`, one process each. Events per second
    are counted from the first event read to the last effect in Redis, and the CPU each process spent in
    between is divided by the events.
 3. **Latency** (open loop): a fresh engine and a gateway, ``kiosks`` WebSocket kiosks connected (a
@@ -327,6 +328,7 @@ def engine_throughput(
     second) and in the workers' /metrics (twice a second: a scrape costs a worker CPU). The first event
     read is the earliest ``consumed.ts`` header on the ledger."""
     engine = Workers.spawn(st, run, workers, source)
+    name = "engine" if run == "engine" else f"engine_{workers}_worker"
     ns = f"bench-{run}"
     client = redis_client(st.settings.redis_url)
     spy: subprocess.Popen[bytes] | None = None
@@ -358,7 +360,7 @@ def engine_throughput(
                     first = (
                         asyncio.run(first_consumed(st.settings.bootstrap_servers, st.topics.ledger)) or first_applied
                     )
-                    result = Throughput("engine", events, last - first, cpu)
+                    result = Throughput(name, events, last - first, cpu)
                     means = [batch_means(text) for text in engine.texts()]
                     result.extra = {"workers": workers, "produced_s": round(produced_s, 2), "batch_mean": means[0]}
                     return result
@@ -730,6 +732,15 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         say(f"produced {len(records):,} events ({mean:.0f} bytes mean) in {produced_s}s")
         say(f"engine ({opts.workers} worker{'s' if opts.workers > 1 else ''}): {engine.eps:,.0f} events/s")
         results = [engine]
+        if opts.workers > 1:  # and as one process, as each peer is: the same events, on topics of its own
+            alone = replace(st, settings=replace(st.settings, topic_prefix="bench-one-"))
+            asyncio.run(ensure_topics(alone.settings))
+            again = generate(
+                alone.settings, opts.events, seed=opts.seed, end=datetime.now(UTC), spacing=timedelta(milliseconds=2)
+            )
+            one = engine_throughput(alone, again, "engine-one", 600, workers=1, source=opts.engine_from)
+            say(f"engine (1 worker): {one.eps:,.0f} events/s")
+            results.append(one)
         for peer in opts.peers:
             # the naive peer reads a share of the events (at its speed all of them would take minutes)
             count = min(opts.events, NAIVE_EVENTS) if peer == "naive_faust" else opts.events
@@ -772,6 +783,8 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
     ]
     by = {r.name: r.eps for r in results}
     report["engine_eps"] = round(by["engine"])
+    if "engine_1_worker" in by:
+        report["engine_one_worker_eps"] = round(by["engine_1_worker"])
     for peer, key in (
         ("naive_faust", "peer_naive_faust_eps"),
         ("aiokafka", "peer_aiokafka_eps"),
@@ -796,8 +809,8 @@ def tables(report: dict[str, Any]) -> str:
     engine = report["engine_eps"]
     for r in report["throughput"]:
         cpu = ", ".join(f"{k} {v:.0f}" for k, v in r["cpu_us_per_event"].items())
-        ratio = f"{engine / r['eps']:.2f}x" if r["pipeline"] != "engine" and r["eps"] else ""
-        name = f"engine, {r['workers']} workers" if r.get("workers", 1) > 1 else r["pipeline"]
+        ratio = f"{engine / r['eps']:.2f}x" if not r["pipeline"].startswith("engine") and r["eps"] else ""
+        name = f"engine, {r['workers']} worker{'s' if r['workers'] > 1 else ''}" if "workers" in r else r["pipeline"]
         out.append(f"| {name} | {r['events']:,} | {r['eps']:,} | {ratio} | {cpu} |")
     if "latency" in report:
         lat = report["latency"]

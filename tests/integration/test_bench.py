@@ -35,9 +35,15 @@ def test_bench_reports_the_engine_the_peers_and_the_kiosk_latency() -> None:
     report = orjson.loads(done.stdout)
     assert all(report.get(k) is not None for k in KEYS), {k: report.get(k) for k in KEYS}
     assert report["kiosks"] == 10
-    assert [r["pipeline"] for r in report["throughput"]] == ["engine", "aiokafka", "quix", "naive_faust"]
+    assert [r["pipeline"] for r in report["throughput"]] == [
+        "engine",
+        "engine_1_worker",
+        "aiokafka",
+        "quix",
+        "naive_faust",
+    ]
     assert all(r["events"] > 0 for r in report["throughput"])
-    assert report["throughput"][0]["workers"] == 2
+    assert [r["workers"] for r in report["throughput"][:2]] == [2, 1] and report["engine_one_worker_eps"] > 0
     (step,) = report["latency"]["steps"]
     assert step["events"] == 300 and step["stages_ms"]["received"]["n"] > 0
     assert {"worker-1", "worker-2"} <= set(step["cpu_us_per_event"])  # both workers were running

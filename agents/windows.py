@@ -242,7 +242,7 @@ class KpiWindows:
             self.store.add(placed),
             self.store.state((record.partition for record, _ in seen), (event.centre_id for _, event, _ in days)),
         )
-        marks = state.closed  # the windows closed before this batch
+        marks = state.closed  # how far each centre's windows were closed before this batch
         step.late = [(r, e, day) for r, e, day in days if e.centre_id in marks and day <= marks[e.centre_id]]
         by_partition = state.centres
         for put in placed:
@@ -259,15 +259,14 @@ class KpiWindows:
         results: dict[tuple[str, str], dict[str, Result]] = {}
         advanced: dict[str, date] = {}
         prior: dict[str, date] = {}
-        all_marks = state.closed
         for partition, centre_ids in sorted(by_partition.items()):
             for centre_id in sorted(centre_ids):
                 centre = self.directory.centre(centre_id)
                 if centre is None:
                     continue
                 through = closed_through(clock[partition], centre.timezone, self.lateness)
-                if centre_id in all_marks:
-                    prior[centre_id] = mark = all_marks[centre_id]
+                if centre_id in marks:
+                    prior[centre_id] = mark = marks[centre_id]
                 else:  # first seen: its windows start with its first day (or the lateness horizon)
                     mark = min(first_day.get(centre_id, through + timedelta(days=1)) - timedelta(days=1), through)
                     advanced[centre_id] = mark

@@ -113,7 +113,7 @@ async def measure(events: int, batch: int) -> dict[str, Any]:
             (scorer.subjects, ("load", "save")),
             (scorer.sla, ("observe", "produced")),
             (scorer.windows, ("advance",)),
-            (scorer.kpi, ("outbox", "clear_outbox")),
+            (scorer.kpi, ("clear_outbox",)),
             (scorer.league, ("apply_entries",)),
         ):
             for name in names:

@@ -276,10 +276,6 @@ class KpiStore:
             found = (await pipe.execute())[-1]
         return {_text(k): v.encode() if isinstance(v, str) else v for k, v in found.items()}
 
-    async def outbox(self) -> dict[str, bytes]:
-        found = await self.redis.hgetall(f"{self.ns}:kpi:outbox")
-        return {_text(k): v.encode() if isinstance(v, str) else v for k, v in found.items()}
-
     async def clear_outbox(self, ids: Iterable[str]) -> None:
         wanted = list(ids)
         if wanted:

@@ -363,13 +363,13 @@ class _ApplyCall:
     def __init__(self) -> None:
         self.by_partition: dict[int, list[dict[str, Any]]] = {}
         self.sets: list[list[str]] = []
-        self.set_of: dict[tuple[str, ...], int] = {}  # (kind is refusal, season, centre, region, state, role)
+        self.set_of: dict[tuple[str, ...], int] = {}  # (season, centre, region, state, role) or ("refusal",)
         self.notes: list[bytes] = []
 
     def add(self, entry: LedgerEntry) -> None:
         f = entry.fields
         kind = f.get("kind", "award")
-        where = ("1" if kind == "refusal" else "", f["season"], f["centre_id"], f["region"], f["state"], f["role"])
+        where = ("refusal",) if kind == "refusal" else (f["season"], f["centre_id"], f["region"], f["state"], f["role"])
         board_set = self.set_of.get(where)
         if board_set is None:
             self.sets.append(_boards(kind, f["season"], f["centre_id"], f["region"], f["state"], f["role"]))

@@ -158,7 +158,7 @@ async def test_a_month_closes_only_after_its_end_plus_the_allowed_lateness(
     assert star.occurred_at == "2026-11-30T23:59:59+05:30"
     assert star.inputs == {"kpi.csat_count_month": 3, "kpi.csat_mean_month": 5.0, "window": "month:2026-11"}
     assert star.why == "CSAT star of month:2026-11: mean 5.0 over 3 surveys"
-    assert await run.store.outbox() == {star.award_id: star.to_ledger()}  # until the ledger has it
+    assert step.outbox == {star.award_id: star.to_ledger()}  # the outbox in Redis, until the ledger has it
 
 
 async def test_a_late_event_inside_the_lateness_counts_and_one_beyond_it_is_corrected(

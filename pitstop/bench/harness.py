@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,14 +156,6 @@ class Workers:
 
     def texts(self) -> list[str]:
         return [worker_metrics(port) or "" for port in self.ports]
-
-    def metrics(self) -> dict[str, float]:
-        """Every worker's /metrics, summed by metric name."""
-        total: dict[str, float] = {}
-        for text in self.texts():
-            for name, value in metric_sums(text).items():
-                total[name] = total.get(name, 0.0) + value
-        return total
 
     def events_read(self) -> int:
         """Source records read by all the workers; -1 while one of them does not answer."""
@@ -316,6 +308,7 @@ def engine_throughput(
     records: Sequence[tuple[str, bytes, bytes]],
     run: str,
     timeout: float,
+    name: str = "engine",
     workers: int = 1,
     profile: Path | None = None,
     source: Path | None = None,
@@ -328,7 +321,6 @@ def engine_throughput(
     second) and in the workers' /metrics (twice a second: a scrape costs a worker CPU). The first event
     read is the earliest ``consumed.ts`` header on the ledger."""
     engine = Workers.spawn(st, run, workers, source)
-    name = "engine" if run == "engine" else f"engine_{workers}_worker"
     ns = f"bench-{run}"
     client = redis_client(st.settings.redis_url)
     spy: subprocess.Popen[bytes] | None = None
@@ -351,7 +343,8 @@ def engine_throughput(
                 last_offsets, last = offsets, now
             if offsets and now >= next_scrape:
                 next_scrape = now + 0.5
-                m = engine.metrics()
+                texts = engine.texts()
+                m = summed_metrics(texts)
                 applied = m.get("pitstop_ledger_applied", 0.0) + m.get("pitstop_ledger_skipped", 0.0)
                 if m.get("pitstop_events", 0.0) >= events and applied >= ledger_records_made(m):
                     cpu1 = {**st.infra_cpu(), "worker": engine.cpu_seconds()}
@@ -361,8 +354,11 @@ def engine_throughput(
                         asyncio.run(first_consumed(st.settings.bootstrap_servers, st.topics.ledger)) or first_applied
                     )
                     result = Throughput(name, events, last - first, cpu)
-                    means = [batch_means(text) for text in engine.texts()]
-                    result.extra = {"workers": workers, "produced_s": round(produced_s, 2), "batch_mean": means[0]}
+                    result.extra = {
+                        "workers": workers,
+                        "produced_s": round(produced_s, 2),
+                        "batch_mean": batch_means(texts),
+                    }
                     return result
             time.sleep(0.05)
         raise BenchError(f"{run}: not done within {timeout:.0f}s")
@@ -406,11 +402,22 @@ async def first_consumed(bootstrap: str, topic: str) -> float | None:
 BATCH = re.compile(r'^pitstop_batch_records_(sum|count)\{stage="([a-z]+)"\} ([0-9.e+]+)$', re.M)
 
 
-def batch_means(text: str) -> dict[str, float]:
-    """Mean records per batch of each worker stage, from its /metrics."""
+def summed_metrics(texts: Iterable[str]) -> dict[str, float]:
+    """Workers' /metrics texts, summed by metric name."""
+    total: dict[str, float] = {}
+    for text in texts:
+        for name, value in metric_sums(text).items():
+            total[name] = total.get(name, 0.0) + value
+    return total
+
+
+def batch_means(texts: Iterable[str]) -> dict[str, float]:
+    """Mean records per batch of each worker stage, over the workers' /metrics texts."""
     found: dict[str, dict[str, float]] = {}
-    for kind, stage, value in BATCH.findall(text):
-        found.setdefault(stage, {})[kind] = float(value)
+    for text in texts:
+        for kind, stage, value in BATCH.findall(text):
+            totals = found.setdefault(stage, {})
+            totals[kind] = totals.get(kind, 0.0) + float(value)
     return {stage: round(v["sum"] / v["count"], 1) for stage, v in found.items() if v.get("count")}
 
 
@@ -720,9 +727,13 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
     report: dict[str, Any] = {"events": opts.events, "logs": str(logs), "machine": machine(), "workers": opts.workers}
     with stack(logs) as st:
         asyncio.run(ensure_topics(st.settings))
-        records = generate(
-            st.settings, opts.events, seed=opts.seed, end=datetime.now(UTC), spacing=timedelta(milliseconds=2)
-        )
+
+        def events_on(settings: Settings) -> list[tuple[str, bytes, bytes]]:
+            return generate(
+                settings, opts.events, seed=opts.seed, end=datetime.now(UTC), spacing=timedelta(milliseconds=2)
+            )
+
+        records = events_on(st.settings)
         sizes = [len(v) for _, _, v in records]
         report["event_bytes_mean"] = round(float(np.mean(sizes)), 1)
         engine = engine_throughput(
@@ -735,10 +746,9 @@ def run(opts: Options, say: Any = print) -> dict[str, Any]:
         if opts.workers > 1:  # and as one process, as each peer is: the same events, on topics of its own
             alone = replace(st, settings=replace(st.settings, topic_prefix="bench-one-"))
             asyncio.run(ensure_topics(alone.settings))
-            again = generate(
-                alone.settings, opts.events, seed=opts.seed, end=datetime.now(UTC), spacing=timedelta(milliseconds=2)
+            one = engine_throughput(
+                alone, events_on(alone.settings), "engine-one", 600, "engine_1_worker", source=opts.engine_from
             )
-            one = engine_throughput(alone, again, "engine-one", 600, workers=1, source=opts.engine_from)
             say(f"engine (1 worker): {one.eps:,.0f} events/s")
             results.append(one)
         for peer in opts.peers:

@@ -40,9 +40,10 @@ SCOPES = ("centre", "region", "state", "nation")
 RECENT_AWARDS = 50
 
 APPLY_LUA = """
--- ARGV: namespace, the call (JSON, see League.apply_entries), 'live' or 'rebuild', then one award
--- notification (JSON) per record: they are passed as they are, not inside the call's JSON, so they
--- are neither escaped nor decoded.
+-- ARGV: namespace, the call (JSON, see League.apply_entries), 'live' or 'rebuild', every record's award
+-- notification in one JSON array, then each notification (JSON) alone: they are passed as they are, not
+-- inside the call's JSON, so they are neither escaped nor decoded. The array is what the awards channel
+-- gets when every record is applied (joining the notifications here cost Redis ~4.5 µs a record).
 local ns = ARGV[1]
 local call = cjson.decode(ARGV[2])
 local rebuild = ARGV[3] == 'rebuild'
@@ -52,11 +53,12 @@ local changed, order, src = {}, {}, {}
 local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
 local set_src = {}  -- board set -> the oldest source timestamp among its applied records
 local notes, published = {}, {}  -- the call's award notifications and board changes, one message each
-local results = {}
+local results, records = {}, 0
 for _, batch in ipairs(call.partitions) do  -- one batch per ledger partition
   local partition = tostring(batch.partition)
   local last = tonumber(redis.call('HGET', offsets_key, partition) or '-1')
   local applied, skipped = 0, 0
+  records = records + #batch.records
   if not rebuild and batch.records[1].o > last + 1 then
     -- Records between the last applied offset and this batch are missing here (Redis lost its newest
     -- writes, or was flushed): apply nothing of this partition, say where the gap starts; the caller
@@ -144,7 +146,11 @@ for _, b in ipairs(order) do
   local ver = redis.call('HINCRBY', ns .. ':versions', b, 1)
   table.insert(published, cjson.encode({board = b, ver = ver, scores = changed[b], src = src[b], at = at}))
 end
-if #notes > 0 then redis.call('PUBLISH', ns .. ':awards', '[' .. table.concat(notes, ',') .. ']') end
+if #notes == records then
+  redis.call('PUBLISH', ns .. ':awards', ARGV[4])
+elseif #notes > 0 then  -- some were applied before (a batch read again): only the others
+  redis.call('PUBLISH', ns .. ':awards', '[' .. table.concat(notes, ',') .. ']')
+end
 if #published > 0 then redis.call('PUBLISH', ns .. ':board-changes', '[' .. table.concat(published, ',') .. ']') end
 return results
 """.replace("RECENT", str(RECENT_AWARDS))
@@ -303,7 +309,9 @@ class League:
         payload = orjson.dumps(
             {"sets": call.sets, "partitions": [{"partition": p, "records": by_partition[p]} for p in partitions]}
         )
-        results = await self._apply(args=[self.ns, payload, "rebuild" if rebuild else "live", *call.notes])
+        every_note = b"[" + b",".join(call.notes) + b"]"
+        mode = "rebuild" if rebuild else "live"
+        results = await self._apply(args=[self.ns, payload, mode, every_note, *call.notes])
         applied = skipped = 0
         gaps: list[tuple[int, int, int]] = []
         for partition, result in zip(partitions, results, strict=True):
@@ -358,7 +366,7 @@ class _ApplyCall:
     list of boards (a board set) is sent once, and a record names its set by number. A record's
     notification is a script argument of its own (``n`` is its place in ARGV)."""
 
-    FIRST_NOTE = 4  # ARGV[1..3]: namespace, this call's JSON, mode
+    FIRST_NOTE = 5  # ARGV[1..4]: namespace, this call's JSON, mode, every notification as one JSON array
 
     def __init__(self) -> None:
         self.by_partition: dict[int, list[dict[str, Any]]] = {}

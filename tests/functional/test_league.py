@@ -168,6 +168,23 @@ async def test_each_change_is_published_with_the_next_board_version(league: Leag
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+async def test_a_batch_read_again_publishes_only_the_awards_it_applies(league: League) -> None:
+    """The awards channel gets one notification per record applied: a record applied before (a batch
+    read again after a crash) is not announced twice."""
+    await league.apply([LedgerRecord(0, 0, award(1))])
+    pubsub = league.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(f"{league.ns}:awards")
+    result = await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, award(2, "S0002", 7))])
+    assert (result.applied, result.skipped) == (1, 1)
+    deadline = asyncio.get_running_loop().time() + seconds(5)
+    message = None
+    while message is None:
+        assert asyncio.get_running_loop().time() < deadline
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+    assert [n["award_id"] for n in orjson.loads(message["data"])] == ["award-2"]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
 async def test_clear_removes_the_projection_and_keeps_seen_marks(league: League) -> None:
     """clear() deletes boards, versions, applied ids, offsets and recent awards, nothing else."""
     await league.apply([LedgerRecord(0, 0, award(1))])

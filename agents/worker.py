@@ -467,7 +467,7 @@ class Scorer:
         self.metrics.ledger_skipped.inc(result.skipped)
         now_ms = time.time() * 1000
         applied_upto, observe = self.applied_upto, self.metrics.event_to_league.observe
-        for partition, offset, _, source_ts in entries:
+        for partition, offset, _, source_ts, _ in entries:
             if offset > applied_upto.get(partition, -1):
                 applied_upto[partition] = offset
             if source_ts is not None:
@@ -574,7 +574,7 @@ def _ledger_entry(m: Any) -> LedgerEntry | None:
         if name == SOURCE_TS_HEADER:
             source_ts = int(value) if value.isdigit() else None
             break
-    return LedgerEntry(m.partition, m.offset, fields, source_ts)
+    return LedgerEntry(m.partition, m.offset, fields, source_ts, m.value)
 
 
 def score_group(settings: Settings) -> str:

@@ -1,8 +1,8 @@
 """The WebSocket gateway: league changes and award notifications pushed to kiosks and people.
 
 One process serves the static pages, ``/metrics``, ``/healthz`` and the ``/ws`` endpoint. It follows
-Redis pub/sub (``{ns}:board-changes`` and ``{ns}:awards``, published by the league's Lua script) and
-pushes, per connected client:
+Redis pub/sub (``{ns}:board-changes`` and ``{ns}:awards``, published by the league's Lua script; the
+awards channel carries ledger records, each made a notification here) and pushes, per connected client:
 
 - kiosk: a snapshot of its centre's board for the current season (or the view it asks for), then
   sequenced deltas, at most ``push_hz`` per board per second (a change to a board not pushed within
@@ -73,7 +73,7 @@ from state.alerts import AlertBoard
 from state.badges import summarize_badges
 from state.budgets import BudgetStore
 from state.kpi import KpiStore
-from state.league import League, board_key, scope_ids
+from state.league import League, as_notification, board_key, scope_ids
 from streams.topics import Topics
 
 log = logging.getLogger("pitstop.gateway")
@@ -745,7 +745,8 @@ class Gateway:
             for client in clients:
                 client.offer_delta(delta, data)
 
-    async def _on_award(self, data: dict[str, Any]) -> None:
+    async def _on_award(self, record: dict[str, Any]) -> None:
+        data = as_notification(record)  # the channel carries ledger records
         if data.get("type") == "award" and int(data.get("points") or 0) > 0:
             self._to_tickers(data)
         staff_id = str(data.get("staff_id"))

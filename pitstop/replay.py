@@ -322,7 +322,7 @@ async def _project(league: League, records: Iterable[tuple[tuple[int, int], byte
     """((partition, offset), ledger record) in ledger order, applied a bounded script call at a time."""
     chunk: list[LedgerEntry] = []
     for (partition, offset), raw in records:
-        chunk.append(LedgerEntry(partition, offset, ledger_fields(raw)))
+        chunk.append(LedgerEntry(partition, offset, ledger_fields(raw), raw=raw))
         if len(chunk) == 5000:
             await league.apply_entries(chunk, rebuild=True)
             chunk = []

@@ -3,7 +3,7 @@
 Awards reach Redis through one Lua script per ledger batch (:data:`APPLY_LUA`), which in a single
 atomic step, for each award not applied before (``HSETNX`` on the season's applied-id hash), adds its
 points to every board it belongs to (summed per board and person over the batch: one ``ZINCRBY``
-each), keeps the person's recent awards, publishes the award for notifications, records the highest
+each), keeps the person's recent ledger records, publishes them for notifications, records the highest
 ledger offset applied per partition, bumps each changed board's version once and publishes the board's
 new scores as one sequenced change.
 
@@ -14,14 +14,20 @@ Key layout, under a namespace ``ns`` (default ``pitstop``):
 - ``{ns}:versions`` -- HASH board -> version, bumped once per change message.
 - ``{ns}:applied:{season}`` -- HASH award_id -> "partition:offset" of the ledger record applied.
 - ``{ns}:ledger-offsets`` -- HASH ledger partition -> highest offset applied.
-- ``{ns}:recent:{staff_id}`` -- LIST of the person's last 50 award notifications (JSON).
+- ``{ns}:recent:{staff_id}`` -- LIST of the person's last 50 ledger records (their JSON, as on the
+  ledger; :meth:`League.recent_awards` reads them as notifications).
 - ``{ns}:badges:{staff_id}`` -- HASH of the person's badge earnings: ``{award id}:m`` -> what the award
   earned (JSON: badge id and name, event id, event time), ``{award id}`` -> the points left of it after
   retractions and corrections; a badge is held while they are above 0 (:meth:`League.badges`).
 - channels ``{ns}:board-changes`` (board, version, the changed scores, ``at``: the apply time in ms, and
   ``src``: the oldest source-event timestamp among the awards in the change, when the ledger said) and
-  ``{ns}:awards`` (each award's notification). The script publishes one JSON array per batch on each (a
+  ``{ns}:awards`` (each applied ledger record, which a gateway turns into the notification a person's
+  device receives, :func:`notification_of`). The script publishes one JSON array per batch on each (a
   subscriber paid ~100 µs in redis-py per message); a single object (a replay's reset) means the same.
+
+The ledger record itself is what the script keeps and publishes, not the notification made from it:
+making and encoding a notification per record cost the project step 5.5 µs a record, and a gateway
+only needs one for a person who is connected.
 """
 
 from __future__ import annotations
@@ -40,10 +46,10 @@ SCOPES = ("centre", "region", "state", "nation")
 RECENT_AWARDS = 50
 
 APPLY_LUA = """
--- ARGV: namespace, the call (JSON, see League.apply_entries), 'live' or 'rebuild', every record's award
--- notification in one JSON array, then each notification (JSON) alone: they are passed as they are, not
--- inside the call's JSON, so they are neither escaped nor decoded. The array is what the awards channel
--- gets when every record is applied (joining the notifications here cost Redis ~4.5 µs a record).
+-- ARGV: namespace, the call (JSON, see League.apply_entries), 'live' or 'rebuild', every record's JSON
+-- in one JSON array, then each record's JSON alone: they are passed as they are, not inside the call's
+-- JSON, so they are neither escaped nor decoded. The array is what the awards channel gets when every
+-- record is applied (joining the records here cost Redis ~4.5 µs a record).
 local ns = ARGV[1]
 local call = cjson.decode(ARGV[2])
 local rebuild = ARGV[3] == 'rebuild'
@@ -186,6 +192,13 @@ def notification(award: Award) -> dict[str, Any]:
     return notification_of(award.ledger_fields())
 
 
+def as_notification(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message of the awards channel or an item of a recent list, as a notification: a ledger record
+    is turned into one; a notification (what both held before they held ledger records) already is one
+    (a ledger record has no ``type``)."""
+    return dict(message) if "type" in message else notification_of(message)
+
+
 def notification_of(fields: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`notification` of a ledger record's JSON object (:meth:`agents.scoring.Award.ledger_fields`)."""
     badge = fields.get("badge")
@@ -226,6 +239,7 @@ class LedgerEntry(NamedTuple):
     offset: int
     fields: Mapping[str, Any]  # the record's JSON object (:meth:`agents.scoring.Award.ledger_fields`)
     source_ts: int | None = None
+    raw: bytes | None = None  # the record's value as read (kept and published as it is); None: encode ``fields``
 
     @classmethod
     def of(cls, record: LedgerRecord) -> LedgerEntry:
@@ -331,8 +345,9 @@ class League:
         return int(version or 0), rows
 
     async def recent_awards(self, staff_id: str, limit: int = RECENT_AWARDS) -> list[dict[str, Any]]:
+        """The person's newest awards (and retractions, refusals...), newest first, as notifications."""
         raw = await self.redis.lrange(f"{self.ns}:recent:{staff_id}", 0, limit - 1)
-        return [orjson.loads(r) for r in raw]
+        return [as_notification(orjson.loads(r)) for r in raw]
 
     async def badges(self, staff_id: str) -> list[BadgeEarned]:
         """The badges a person holds, one per award that earned one, in event-time order."""
@@ -363,10 +378,11 @@ class _ApplyCall:
     """The arguments of one APPLY_LUA call, built a record at a time.
 
     Records of the same season, centre, region, state and role count on the same boards: each distinct
-    list of boards (a board set) is sent once, and a record names its set by number. A record's
-    notification is a script argument of its own (``n`` is its place in ARGV)."""
+    list of boards (a board set) is sent once, and a record names its set by number. A record's JSON
+    (what the recent list keeps and the awards channel carries) is a script argument of its own (``n`` is
+    its place in ARGV)."""
 
-    FIRST_NOTE = 5  # ARGV[1..4]: namespace, this call's JSON, mode, every notification as one JSON array
+    FIRST_NOTE = 5  # ARGV[1..4]: namespace, this call's JSON, mode, every record's JSON in one JSON array
 
     def __init__(self) -> None:
         self.by_partition: dict[int, list[dict[str, Any]]] = {}
@@ -382,7 +398,7 @@ class _ApplyCall:
         if board_set is None:
             self.sets.append(_boards(kind, f["season"], f["centre_id"], f["region"], f["state"], f["role"]))
             board_set = self.set_of[where] = len(self.sets)  # Lua counts from 1
-        self.notes.append(orjson.dumps(notification_of(f)))
+        self.notes.append(entry.raw if entry.raw is not None else orjson.dumps(f))
         item = {
             "o": entry.offset,
             "id": f["award_id"],

@@ -19,7 +19,7 @@ from config.directory import load_directory
 from config.settings import DEFAULT_DIRECTORY, DEFAULT_RULES
 from pitstop.services import Service
 from state.budgets import BudgetStore
-from state.league import LedgerEntry, LedgerRecord
+from state.league import League, LedgerEntry, LedgerRecord
 from tests.functional.test_scorer import RecordingProducer, _recent, _record, _scorer
 
 
@@ -62,8 +62,8 @@ async def test_a_recognition_over_the_budget_is_refused_and_the_giver_is_told(
     assert registry.get_sample_value("pitstop_spot_awards_refused_total", {"rule": "recognition.spot"}) == 1
     # the refusal reaches the giver's own feed, and no board
     await scorer.project([LedgerEntry.of(LedgerRecord(0, offset, a)) for offset, a in enumerate(ledger)])
-    recent = [x.decode() for x in await redis.lrange(f"{namespace}:recent:S0015", 0, -1)]
-    assert len(recent) == 1 and '"type":"refusal"' in recent[0]
+    recent = await League(redis, namespace).recent_awards("S0015")
+    assert [n["type"] for n in recent] == ["refusal"]
     assert not [k async for k in redis.scan_iter(f"{namespace}:lg:*") if await redis.zscore(k, "S0015") is not None]
 
 

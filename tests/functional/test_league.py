@@ -18,7 +18,7 @@ from agents.rules import Badge
 from agents.scoring import Award
 from pitstop.services import Service
 from state.badges import badges_from_ledger
-from state.league import League, LedgerEntry, LedgerRecord, boards_for, ledger_fields
+from state.league import League, LedgerEntry, LedgerRecord, boards_for, ledger_fields, notification
 from tests.conftest import seconds
 from tests.functional.conftest import award
 
@@ -183,6 +183,20 @@ async def test_a_batch_read_again_publishes_only_the_awards_it_applies(league: L
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
     assert [n["award_id"] for n in orjson.loads(message["data"])] == ["award-2"]
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_recent_awards_are_notifications_whatever_the_list_holds(league: League) -> None:
+    """The recent list keeps ledger records (as read from the ledger); an item kept as a notification
+    (what the list held before) reads the same way."""
+    retraction = replace(award(2, points=-10), kind="retraction", retracts="award-1", award_id="take-back-1")
+    await league.apply([LedgerRecord(0, 0, award(1)), LedgerRecord(0, 1, retraction)])
+    kept = await league.redis.lrange(f"{league.ns}:recent:S0001", 0, -1)
+    assert [orjson.loads(k)["award_id"] for k in kept] == ["take-back-1", "award-1"]
+    assert orjson.loads(kept[1]) == award(1).ledger_fields()
+    await league.redis.rpush(f"{league.ns}:recent:S0001", orjson.dumps(notification(award(0))))
+    recent = await league.recent_awards("S0001")
+    assert recent == [notification(retraction), notification(award(1)), notification(award(0))]
+    assert [n["type"] for n in recent] == ["retraction", "award", "award"]
 
 
 async def test_clear_removes_the_projection_and_keeps_seen_marks(league: League) -> None:

@@ -108,7 +108,7 @@ def closed_through(stream_time_ms: int, tz: ZoneInfo, lateness: timedelta) -> da
 # --- what an event contributes ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class Contribution:
     """One event's record for the buckets of its day: ``field`` within each bucket, ``value`` (JSON)."""
 

@@ -25,7 +25,7 @@ log = logging.getLogger("pitstop.scoring")
 INTERNAL_ERROR = "internal_error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class SourceRecord:
     """One record as read from a source topic."""
 
@@ -61,7 +61,7 @@ class DeadLetter:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class ScoredEvent:
     record: SourceRecord
     event: Event

@@ -383,7 +383,7 @@ class Rule:
         return tuple(dict.fromkeys(names))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class Outcome:
     """What one rule gives one event, before it is split per person."""
 

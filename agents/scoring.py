@@ -24,9 +24,9 @@ LEDGER_SCHEMA = 2  # 2: subject, amount, retracted_by, retracts (retractions); `
 FREE_TEXT_FACTS = ("feedback", "reason")  # typed by people: may hold phone numbers, masked before use
 
 
-# Not frozen: a frozen dataclass's __init__ sets each of these 22 fields through object.__setattr__, which
-# cost 2.6 µs an award against 0.55 (the scorer makes ~1.5 awards per event). Never changed once made
-# (its dict field makes it unhashable either way): dataclasses.replace makes a changed copy.
+# Not frozen, like the other records made per event or award (events, outcomes, deadlines, clock ops):
+# a frozen dataclass's __init__ sets each field through object.__setattr__, which cost 2.6 µs an award
+# against 0.55. None of them is changed once made: dataclasses.replace makes a changed copy.
 @dataclass(slots=True)
 class Award:
     award_id: str

@@ -29,7 +29,7 @@ NEAR, BREACH, CLEAR = "sla.near_breach", "sla.breach", "sla.clear"
 ALERT_KINDS = (NEAR, BREACH, CLEAR)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class ClockOp:
     """``start``: a clock begins (``meta`` says what it is about). ``stop``: the response, resolution or
     delivery happened at ``at_ms`` (``meta`` lets it start first when the opening was never seen).

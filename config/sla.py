@@ -77,7 +77,7 @@ class TicketTerms:
     line: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class Deadline:
     """One SLA clock of an item: when it started, when a near-breach alert is due, when it breaches."""
 

@@ -106,7 +106,7 @@ class Bucket:
     day: date
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class Placed:
     """A contribution and where it goes: the buckets of its people and its centre."""
 

@@ -58,7 +58,7 @@ class Person:
     role: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per event (agents.scoring.Award says why)
 class Event:
     event_id: str
     type: str

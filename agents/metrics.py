@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each value, counted per bucket first: what a batch's records each
+    observe (one ``observe`` per record cost the project step ~1.5 µs a record). The same samples as
+    ``observe`` (tests/unit/test_metrics.py): a value counts in the first bucket whose bound it does not
+    pass, and in the sum."""
+    if not len(values):
+        return
+    bounds = histogram._upper_bounds  # prometheus_client's own: the bucket bounds, +Inf last
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(np.sum(values)))
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from agents.budgets import settle as settle_budgets
 from agents.consume import BatchReader
 from agents.digest import Digests
 from agents.gcpolicy import tune_gc
-from agents.metrics import WorkerMetrics
+from agents.metrics import WorkerMetrics, observe_all
 from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
 from agents.produce import OutRecord, RecordSender
@@ -236,10 +236,8 @@ class Scorer:
         scored: Counter[str] = Counter()
         by_kind: dict[str, Counter[str]] = {"award": Counter(), "retraction": Counter(), "refusal": Counter()}
         points = taken_back = 0
-        observe = self.metrics.event_to_award.observe
         for item in result.scored:
             scored[item.event.type] += 1
-            observe(max(0.0, (now_ms - item.record.timestamp_ms) / 1000))
             for award in item.awards:
                 kind = award.kind if award.kind in by_kind else "award"
                 by_kind[kind][award.rule_id] += 1
@@ -247,6 +245,9 @@ class Scorer:
                     taken_back -= award.points
                 elif kind == "award":
                     points += award.points
+        observe_all(
+            self.metrics.event_to_award, [max(0.0, (now_ms - i.record.timestamp_ms) / 1000) for i in result.scored]
+        )
         for event_type, count in scored.items():
             self.metrics.events.labels(event_type, "scored").inc(count)
         for counter, counts in (
@@ -466,12 +467,12 @@ class Scorer:
         self.metrics.ledger_applied.inc(result.applied)
         self.metrics.ledger_skipped.inc(result.skipped)
         now_ms = time.time() * 1000
-        applied_upto, observe = self.applied_upto, self.metrics.event_to_league.observe
-        for partition, offset, _, source_ts, _ in entries:
+        applied_upto = self.applied_upto
+        for partition, offset, _, _, _ in entries:
             if offset > applied_upto.get(partition, -1):
                 applied_upto[partition] = offset
-            if source_ts is not None:
-                observe(max(0.0, (now_ms - source_ts) / 1000))
+        delays = [max(0.0, (now_ms - e.source_ts) / 1000) for e in entries if e.source_ts is not None]
+        observe_all(self.metrics.event_to_league, delays)
         for partition, offset in self.applied_upto.items():
             self.metrics.ledger_lag.labels(str(partition)).set(offset)
 

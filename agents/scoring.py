@@ -54,7 +54,7 @@ class Award:
 
     def to_ledger(self) -> bytes:
         """The ledger record value: canonical JSON (sorted keys), identical for identical awards."""
-        return orjson.dumps(self.ledger_fields(), option=orjson.OPT_SORT_KEYS)
+        return ledger_value(self.ledger_fields())
 
     def ledger_fields(self) -> dict[str, Any]:
         """The ledger record's JSON object (what :meth:`to_ledger` encodes and the projection reads)."""
@@ -113,6 +113,11 @@ class Award:
             retracts=d.get("retracts", ""),
             badge=Badge(d["badge"]["id"], d["badge"]["name"]) if "badge" in d else None,
         )
+
+
+def ledger_value(fields: dict[str, Any]) -> bytes:
+    """A ledger record's value from its JSON object (:meth:`Award.ledger_fields`): sorted keys."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def award_id(event_id: str, rule_id: str, rule_version: int, staff_id: str) -> str:

@@ -57,6 +57,7 @@ class BatchReader(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         heartbeat_interval_s: float,
         on_revoked: Callable[[Iterable[tuple[str, int]]], None] = lambda tps: None,
         on_assignment: Callable[[], None] = lambda: None,
+        after_batch: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self.topics = tuple(topics)
@@ -66,6 +67,7 @@ class BatchReader(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
         self.within_ms = max(1, int(within_s * 1000))
         self.on_revoked = on_revoked
         self.on_assignment = on_assignment
+        self.after_batch = after_batch  # called once a batch is handled, committed and let go (agents.gcpolicy)
         self.assigned: set[TopicPartition] = set()
         self.busy = asyncio.Lock()  # held while a batch is handled and committed
         self.consumer: Any = None  # created in run(): aiokafka needs the running loop
@@ -119,14 +121,18 @@ class BatchReader(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka 
                     continue
                 if not batches:
                     continue
-                async with self.busy:
-                    records = [m for messages in batches.values() for m in messages]
-                    await self.handler(records)
-                    await self._commit({tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages})
-                self._observe_lag(batches)
+                await self._handle(batches)
+                del batches  # the batch's records go now, before after_batch
+                self.after_batch()
         finally:
             with contextlib.suppress(KafkaError, OSError):
                 await self.consumer.stop()
+
+    async def _handle(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        async with self.busy:
+            await self.handler([m for messages in batches.values() for m in messages])
+            await self._commit({tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages})
+        self._observe_lag(batches)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

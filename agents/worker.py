@@ -45,7 +45,7 @@ from agents.budgets import claims as budget_claims
 from agents.budgets import settle as settle_budgets
 from agents.consume import BatchReader
 from agents.digest import Digests
-from agents.gcpolicy import tune_gc
+from agents.gcpolicy import BATCH_THRESHOLD, BetweenBatches, tune_gc
 from agents.metrics import WorkerMetrics, observe_all
 from agents.notify import Dispatcher, plan_alerts
 from agents.pipeline import DeadLetter, SourceRecord, decode_batch, score_decoded, subjects_to_load
@@ -735,7 +735,13 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     )
     readers.append(
         reader(
-            "score", topics.sources, score, group=score_group(settings), on_revoked=lambda tps: scorer.forget((), tps)
+            "score",
+            topics.sources,
+            score,
+            group=score_group(settings),
+            on_revoked=lambda tps: scorer.forget((), tps),
+            # the collector runs between score batches (the biggest), not during one (agents.gcpolicy)
+            after_batch=BetweenBatches(),
         )
     )
     readers.append(
@@ -826,5 +832,5 @@ def run_worker(settings: Settings) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.bind_host, registry=registry)
         log.info("worker metrics on http://%s:%d/metrics", settings.bind_host, settings.worker_metrics_port)
     worker = BoundedWorker(app, shutdown_timeout_s=settings.shutdown_timeout_s, loglevel="INFO", quiet=True, loop=loop)
-    tune_gc()
+    tune_gc(BATCH_THRESHOLD)
     worker.execute_from_commandline()

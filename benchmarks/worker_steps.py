@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 import agents.worker as worker_module
-from agents.gcpolicy import tune_gc
+from agents.gcpolicy import BATCH_THRESHOLD, BetweenBatches, tune_gc
 from agents.metrics import WorkerMetrics
 from agents.pipeline import SourceRecord
 from agents.rules import load_rule_pack
@@ -105,7 +105,8 @@ async def measure(events: int, batch: int) -> dict[str, Any]:
             return {}
 
         scorer.read_committed = nothing_committed
-        tune_gc()  # as pitstop worker does
+        tune_gc(BATCH_THRESHOLD)  # as pitstop worker does, which collects between score batches
+        collect = BetweenBatches()
         for name in ("decode_batch", "plan_sla", "score_decoded", "subjects_to_load", "budget_claims"):
             setattr(worker_module, name, timed(name, getattr(worker_module, name)))
         for obj, names in (
@@ -132,6 +133,7 @@ async def measure(events: int, batch: int) -> dict[str, Any]:
         started = time.perf_counter()
         for i in range(0, len(records), batch):
             await scorer.score(records[i : i + batch])
+            collect()
         score_s = time.perf_counter() - started
         score_parts = dict(SPENT)
         SPENT.clear()

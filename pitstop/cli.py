@@ -500,7 +500,7 @@ def _schemas(*, write: bool) -> int:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    from agents.gcpolicy import tune_gc
+    from agents.gcpolicy import BATCH_THRESHOLD, tune_gc
     from agents.rules import load_rule_pack
     from config.directory import load_directory
     from pitstop.replay import ReplayError, drop_shadow, replay
@@ -511,7 +511,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     pack = load_rule_pack(args.pack or settings.rules_path)  # a pack that does not validate stops here
     directory = load_directory(settings.directory_path)
     try:
-        tune_gc()
+        tune_gc(BATCH_THRESHOLD)  # the replay collects between its batches (agents.gcpolicy)
         report = asyncio.run(replay(settings, pack, directory, args.name, activate=args.activate))
     except ReplayError as exc:
         print(f"pitstop: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ generation, and the events that arrived meanwhile are scored then.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import heapq
 import logging
@@ -38,6 +39,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
+from agents.gcpolicy import BetweenBatches
 from agents.metrics import WorkerMetrics
 from agents.pipeline import SourceRecord
 from agents.preview import read_sources
@@ -215,6 +217,10 @@ async def replay(
             return await _finish(redis, settings.redis_namespace, shadow_ns, name, pack, live_topics, started)
     try:
         records = arrival_order(await read_sources(bootstrap, live_topics))
+        # The source records live as long as the replay: out of the collector's sight (its full
+        # collections walked a million of them), back in it when the replay is done.
+        gc.collect()
+        gc.freeze()
         shadow_records = await score_into_shadow(redis, shadow_settings, pack, directory, records, batch_size)
         # Only the records' bytes are kept: they are read into awards or JSON objects a batch at a time
         # (an Award object per record of a million-event replay took gigabytes).
@@ -231,6 +237,7 @@ async def replay(
         else:  # boards to look at: one virtual partition, in the shadow ledger's order
             await _project(league, (((0, i), raw) for i, raw in enumerate(shadow_records)))
     finally:
+        gc.unfreeze()
         if activate:
             await workers.release_activation(redis, settings.redis_namespace)
         await redis.aclose()
@@ -288,8 +295,10 @@ async def score_into_shadow(
         return {tp: firsts[tp] for tp in partitions if tp in firsts}  # from the first record kept
 
     scorer.read_committed = committed
+    collect = BetweenBatches()  # as the worker does: between batches, when their objects are gone
     for batch in _batches(records, batch_size):
         await scorer.score(batch)
+        collect()
     return sink.records
 
 

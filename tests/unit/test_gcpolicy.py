@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.gcpolicy import GC_THRESHOLD, tune_gc
+from agents.gcpolicy import BATCH_THRESHOLD, GC_THRESHOLD, BetweenBatches, tune_gc
 
 
 @pytest.fixture
@@ -39,3 +39,30 @@ def test_cycles_made_afterwards_are_still_collected(restored_gc: None) -> None:
     kept = [[] for _ in range(2 * GC_THRESHOLD[0])]  # enough live containers for a young collection to run
     assert gone() is None
     assert len(kept) == 2 * GC_THRESHOLD[0]
+
+
+def test_between_batches_collects_young_then_middle_then_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    collected: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: collected.append(generation) or 0)
+    collect = BetweenBatches(middle_every=3, full_every=6)
+    for _ in range(12):
+        collect()
+    assert collected == [0, 0, 1, 0, 0, 2, 0, 0, 1, 0, 0, 2]
+
+
+def test_between_batches_refuses_a_cadence_that_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="middle_every"):
+        BetweenBatches(middle_every=0)
+    with pytest.raises(ValueError, match="full_every"):
+        BetweenBatches(middle_every=20, full_every=10)
+
+
+def test_with_the_batch_threshold_a_batch_is_not_collected_until_it_is_over(restored_gc: None) -> None:
+    """What the worker relies on: a batch's worth of live containers does not start a collection."""
+    tune_gc(BATCH_THRESHOLD)
+    before = gc.get_stats()[0]["collections"]
+    batch = [{"n": n} for n in range(100_000)]
+    assert gc.get_stats()[0]["collections"] == before
+    del batch
+    BetweenBatches()()
+    assert gc.get_stats()[0]["collections"] == before + 1

@@ -55,8 +55,9 @@ local call = cjson.decode(ARGV[2])
 local rebuild = ARGV[3] == 'rebuild'
 local sets = call.sets  -- the boards of each board set (a season, centre, region, state and role)
 local offsets_key = ns .. ':ledger-offsets'
-local changed, order, src = {}, {}, {}
+local changed, src = {}, {}
 local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
+local applied_keys = {}  -- season -> its applied-id hash
 local set_src = {}  -- board set -> the oldest source timestamp among its applied records
 local notes, published = {}, {}  -- the call's award notifications and board changes, one message each
 local results, records = {}, 0
@@ -74,14 +75,24 @@ for _, batch in ipairs(call.partitions) do  -- one batch per ledger partition
     local top = last
     for _, r in ipairs(batch.records) do
       if rebuild or r.o > last then
-        if redis.call('HSETNX', ns .. ':applied:' .. r.s, r.id, partition .. ':' .. r.o) == 1 then
+        local applied_key = applied_keys[r.s]
+        if not applied_key then
+          applied_key = ns .. ':applied:' .. r.s
+          applied_keys[r.s] = applied_key
+        end
+        if redis.call('HSETNX', applied_key, r.id, partition .. ':' .. r.o) == 1 then
           applied = applied + 1
-          local key = r.b .. ' ' .. r.p  -- summed per board set and person here, per board below
-          local sum = sums[key]
+          -- summed per board set and person here (tables of tables: no key strings made), per board below
+          local of_set = sums[r.b]
+          if not of_set then
+            of_set = {}
+            sums[r.b] = of_set
+          end
+          local sum = of_set[r.p]
           if not sum then
             sum = {r.b, r.p, 0}
-            sums[key] = sum
-            table.insert(sum_order, key)
+            of_set[r.p] = sum
+            table.insert(sum_order, sum)
           end
           sum[3] = sum[3] + r.pts
           if r.sr and (not set_src[r.b] or r.sr < set_src[r.b]) then set_src[r.b] = r.sr end
@@ -111,18 +122,24 @@ for _, batch in ipairs(call.partitions) do  -- one batch per ledger partition
     table.insert(results, {applied, skipped, -1})
   end
 end
-local board_sums, board_order = {}, {}
-for _, key in ipairs(sum_order) do
-  local set, p, pts = unpack(sums[key])
+local board_sums, board_order, people_order = {}, {}, {}  -- board -> person -> points; in first-seen order
+for _, sum in ipairs(sum_order) do
+  local set, p, pts = sum[1], sum[2], sum[3]
   for _, b in ipairs(sets[set]) do
-    local bkey = b .. ' ' .. p
-    local sum = board_sums[bkey]
-    if not sum then
-      sum = {b, p, 0}
-      board_sums[bkey] = sum
-      table.insert(board_order, bkey)
+    local of_board = board_sums[b]
+    if not of_board then
+      of_board = {}
+      board_sums[b] = of_board
+      people_order[b] = {}
+      table.insert(board_order, b)
     end
-    sum[3] = sum[3] + pts
+    local before = of_board[p]
+    if before == nil then
+      of_board[p] = pts
+      table.insert(people_order[b], p)
+    else
+      of_board[p] = before + pts
+    end
   end
 end
 for set, ts in pairs(set_src) do
@@ -130,14 +147,12 @@ for set, ts in pairs(set_src) do
     if not src[b] or ts < src[b] then src[b] = ts end
   end
 end
-for _, key in ipairs(board_order) do  -- one ZINCRBY per board and person: the same end scores
-  local b, p, pts = unpack(board_sums[key])
-  local score = redis.call('ZINCRBY', ns .. ':' .. b, pts, p)
-  if not changed[b] then
-    changed[b] = {}
-    table.insert(order, b)
+for _, b in ipairs(board_order) do  -- one ZINCRBY per board and person: the same end scores
+  local key, of_board, scores = ns .. ':' .. b, board_sums[b], {}
+  for _, p in ipairs(people_order[b]) do
+    scores[p] = tonumber(redis.call('ZINCRBY', key, of_board[p], p))
   end
-  changed[b][p] = tonumber(score)
+  changed[b] = scores
 end
 for _, p in ipairs(recent_order) do  -- the newest RECENT, newest first, as one LPUSH per award would leave
   local mine = recent[p]
@@ -148,7 +163,7 @@ for _, p in ipairs(recent_order) do  -- the newest RECENT, newest first, as one 
 end
 local now = redis.call('TIME')
 local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-for _, b in ipairs(order) do
+for _, b in ipairs(board_order) do
   local ver = redis.call('HINCRBY', ns .. ':versions', b, 1)
   table.insert(published, cjson.encode({board = b, ver = ver, scores = changed[b], src = src[b], at = at}))
 end

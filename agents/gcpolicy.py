@@ -14,11 +14,12 @@ collections do not walk it again and again.
 
 A batch's objects are alive until the batch is done, so a young collection during a score batch walks
 every one of them and frees none: with the 20,000 threshold ``pitstop worker`` still spent ~11 µs an
-event (8 % of its CPU) in the collector (timed with ``gc.callbacks``), 76 young collections over 50,000 events at ~5.7 ms each. The worker
-and the replay therefore collect *between* batches (:class:`BetweenBatches`), when the batch's objects
-are gone and a young collection finds few; the automatic threshold stays only as a safety net
-(:data:`BATCH_THRESHOLD`), for work outside batches. Measured on ``pitstop bench`` (one worker, 50,000
-events): 540 ms in the collector before, ~100 ms after.
+event (8 % of its CPU) in the collector (timed with ``gc.callbacks``): 76 young collections over
+50,000 events, ~5.7 ms each. The worker and the replay therefore collect *between* batches
+(:class:`BetweenBatches`), when the batch's objects are gone and a young collection finds few; the
+automatic threshold stays only as a safety net (:data:`BATCH_THRESHOLD`), for work outside batches.
+Measured on ``pitstop bench`` (one worker, 50,000 events): 540 ms in the collector before, ~100 ms
+after.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import random
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -574,8 +574,9 @@ class OwnLedger:
     oldest go first: records of partitions another worker projects are never read back here."""
 
     def __init__(self, limit: int = 10_000) -> None:
-        self.limit = limit
-        self._fields: dict[bytes, dict[str, Any]] = {}
+        self.limit = limit  # 0: keep nothing (a replay has no project step)
+        # ordered: the oldest goes in O(1) (next(iter(dict)) walks the holes its deletions leave)
+        self._fields: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._fields)
@@ -583,7 +584,9 @@ class OwnLedger:
     def keep(self, value: bytes, fields: dict[str, Any]) -> None:
         kept = self._fields
         if len(kept) >= self.limit and value not in kept:
-            del kept[next(iter(kept))]
+            if not self.limit:
+                return
+            kept.popitem(last=False)
         kept[value] = fields
 
     def take(self, value: bytes | None) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ from agents.pipeline import SourceRecord
 from agents.preview import read_sources
 from agents.rules import RulePack
 from agents.scoring import Award
-from agents.worker import Scorer
+from agents.worker import OwnLedger, Scorer
 from config.directory import Directory
 from config.settings import Settings
 from state import workers
@@ -295,6 +295,7 @@ async def score_into_shadow(
         return {tp: firsts[tp] for tp in partitions if tp in firsts}  # from the first record kept
 
     scorer.read_committed = committed
+    scorer.own_ledger = OwnLedger(limit=0)  # nothing reads the records back here
     collect = BetweenBatches()  # as the worker does: between batches, when their objects are gone
     for batch in _batches(records, batch_size):
         await scorer.score(batch)

@@ -45,3 +45,10 @@ def test_past_its_limit_the_oldest_records_go_first() -> None:
     assert len(own) == 2
     assert own.take(ledger_value(made[0])) is None
     assert own.take(ledger_value(made[1])) is made[1] and own.take(ledger_value(made[2])) is made[2]
+
+
+def test_with_no_limit_nothing_is_kept() -> None:
+    own = OwnLedger(limit=0)
+    fields = award(1).ledger_fields()
+    own.keep(ledger_value(fields), fields)
+    assert len(own) == 0 and own.take(ledger_value(fields)) is None

@@ -59,7 +59,7 @@ local changed, src = {}, {}
 local sums, sum_order, recent, recent_order = {}, {}, {}, {}  -- summed per call, written once each
 local applied_keys = {}  -- season -> its applied-id hash
 local set_src = {}  -- board set -> the oldest source timestamp among its applied records
-local notes, published = {}, {}  -- the call's award notifications and board changes, one message each
+local notes, published = {}, {}  -- the applied records' JSON (for the awards channel) and board changes
 local results, records = {}, 0
 for _, batch in ipairs(call.partitions) do  -- one batch per ledger partition
   local partition = tostring(batch.partition)

@@ -64,6 +64,7 @@ from config.sla import SlaPolicy, load_sla_policy
 from state import workers
 from state.alerts import AlertBoard
 from state.budgets import BudgetStore
+from state.connection import connect
 from state.dedup import SeenEvents
 from state.kpi import KpiStore
 from state.league import League, LedgerEntry, LedgerRecord, ledger_fields
@@ -632,7 +633,7 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
     notifications = load_notifications(settings.notifications_path)
     app = create_app(settings)
     metrics = WorkerMetrics.create(registry or CollectorRegistry())
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     scorer = Scorer(
         app,
         settings,
@@ -809,7 +810,7 @@ def _await_chain(awaitable: Any, depth: int = 30) -> list[str]:
 
 async def _wait_for_activation(settings: Settings) -> None:
     """A worker starting while `pitstop replay --activate` swaps the namespace waits for it to finish."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         while name := await workers.activation(redis, settings.redis_namespace):
             log.warning("ledger generation %s is being activated; waiting for it", name)

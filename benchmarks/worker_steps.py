@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 import agents.worker as worker_module
@@ -37,6 +36,7 @@ from config.directory import load_directory
 from config.settings import Settings
 from config.sla import load_sla_policy
 from pitstop.services import start_redis
+from state.connection import connect
 from state.league import LedgerEntry, ledger_fields
 from streams.simulator import Simulator, topic_for
 from streams.topics import Topics
@@ -86,7 +86,7 @@ class App:
 
 async def measure(events: int, batch: int) -> dict[str, Any]:
     redis_server = start_redis(appendonly=False)
-    client = aioredis.from_url(redis_server.url)
+    client = connect(redis_server.url)
     try:
         settings = replace(Settings.from_env({}), redis_namespace="steps")
         recorder = Recorder()

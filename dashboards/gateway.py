@@ -72,6 +72,7 @@ from state import revocations
 from state.alerts import AlertBoard
 from state.badges import summarize_badges
 from state.budgets import BudgetStore
+from state.connection import pooled
 from state.kpi import KpiStore
 from state.league import League, as_notification, board_key, scope_ids
 from streams.topics import Topics
@@ -922,9 +923,7 @@ async def run_gateway(settings: Settings) -> None:
     pack = load_rule_pack(settings.rules_path)
     # A burst of connections (every kiosk reconnecting after a restart) waits for a pooled connection
     # instead of failing past the pool's size (a failed revocation check refuses the kiosk).
-    redis = aioredis.Redis(
-        connection_pool=aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=20)
-    )
+    redis = pooled(settings.redis_url, max_connections=64, wait_s=20)
     producer = Recognitions(settings.bootstrap_servers)
     gateway = Gateway(settings, directory, redis, theme=theme, programme=programme, pack=pack, send=producer.send)
     port = await gateway.start()

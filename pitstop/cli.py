@@ -408,9 +408,8 @@ async def _revoke(settings: Settings, token_or_id: str) -> int:
     """``pitstop token revoke T``: T is a token (its signature is checked) or a token id (``--json`` shows it)."""
     import time
 
-    import redis.asyncio as aioredis
-
     from dashboards.tokens import MAX_TTL_S, TokenError, verify_token
+    from state.connection import connect
     from state.revocations import revoke
 
     if token_or_id.count(".") == 2:
@@ -425,7 +424,7 @@ async def _revoke(settings: Settings, token_or_id: str) -> int:
     else:
         print("pitstop: give a token, or a token id (32 hex digits, from pitstop token --json)", file=sys.stderr)
         return 2
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         done = await revoke(redis, settings.redis_namespace, token_id, expires_at)
     finally:
@@ -435,16 +434,15 @@ async def _revoke(settings: Settings, token_or_id: str) -> int:
 
 
 async def _rebuild(settings: Settings, *, clear: bool) -> int:
-    import redis.asyncio as aioredis
-
     from config.directory import load_directory
     from config.sla import load_sla_policy
+    from state.connection import connect
     from state.rebuild import rebuild_from_ledger, rebuild_sla
     from streams.topics import active_topics
 
     policy, directory = load_sla_policy(settings.sla_path), load_directory(settings.directory_path)
     topics = await active_topics(settings)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         report = await rebuild_from_ledger(
             settings.bootstrap_servers,
@@ -620,11 +618,10 @@ def _badges(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _league(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
+    from state.connection import connect
     from state.league import League, board_key
 
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         board = board_key(args.season, args.scope, args.scope_id, args.role)
         version, rows = await League(redis, settings.redis_namespace).board(board, limit=args.limit)
@@ -640,10 +637,9 @@ async def _league(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _kpi(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
     from agents.kpi import Window
     from config.directory import load_directory
+    from state.connection import connect
     from state.kpi import KpiStore
 
     directory = load_directory(settings.directory_path)
@@ -656,7 +652,7 @@ async def _kpi(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     day = args.on or datetime.now(centre.timezone).date()
     window = Window.of(args.window, day)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         store = KpiStore(redis, settings.redis_namespace, settings.kpi_ttl_s)
         kpis = await store.window_kpis("p" if person else "c", args.person or centre.id, window)

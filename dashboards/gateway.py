@@ -230,7 +230,7 @@ class Gateway:
         self.server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._cuts: set[asyncio.Task[None]] = set()
-        self._sent: dict[str, Any] = {}  # message type -> its pitstop_ws_messages_sent_total child
+        self._sent: dict[str, Counter] = {}  # message type -> its pitstop_ws_messages_sent_total child
         self._stopping = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ class Gateway:
         finally:
             sending.pop(client, None)
 
-    def _sent_counter(self, kind: str) -> Any:
+    def _sent_counter(self, kind: str) -> Counter:
         counter = self._sent.get(kind)
         if counter is None:
             counter = self._sent[kind] = self.metrics.messages.labels(kind)
@@ -764,16 +764,16 @@ class Gateway:
             # A client with nothing queued or in flight and room in its socket's buffer gets the frame
             # written now (one broadcast, no wake-up of its send task: the gateway's CPU at 10,000 kiosks
             # fell from ~92 % of a core to 78 %); the others get it through their outbox, as before.
-            now: list[ServerConnection] = []
+            ready: list[ServerConnection] = []
             sending = self.sending
             for client in clients:
                 if client not in sending and client.idle():
-                    now.append(client.ws)
+                    ready.append(client.ws)
                 else:
                     client.offer_delta(delta, data)
-            if now:
-                broadcast(now, data, text=True)
-                self._sent_counter("delta").inc(len(now))
+            if ready:
+                broadcast(ready, data, text=True)
+                self._sent_counter("delta").inc(len(ready))
 
     async def _on_award(self, record: dict[str, Any]) -> None:
         data = as_notification(record)  # the channel carries ledger records

@@ -25,8 +25,8 @@ five awards), so a slow client never holds others back; a client that does not d
 Fan-out is encoded once: each push turns a board's changes into one delta and encodes it once, and
 every client of that board with nothing else pending for it is sent those same bytes (as a text frame);
 only a client still holding an unsent delta for the board gets the two merged and encoded for it alone.
-A client with nothing queued, no send in flight and room in its socket's buffer has the frame written
-at once (``websockets``' ``broadcast``); the others get it through their outbox and send task.
+A client with nothing queued, no send in flight and nothing unsent in its socket's buffer has the frame
+written at once (``websockets``' ``broadcast``); the others get it through their outbox and send task.
 Ticker pushes and heartbeats are encoded once per board and once per beat likewise. Sends are not
 wrapped in a per-send timeout: a send that has to wait for the socket to drain is noted with its start
 time, and the push tick cuts (4008) any client whose send has waited longer than ``SEND_TIMEOUT_S``.
@@ -85,7 +85,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 AUTH_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 10.0
-DIRECT_WRITE_MAX_BUFFERED = 64 * 1024  # bytes a client's socket may hold unsent and still get a delta at once
 HEARTBEAT_S = 15.0
 KPIS_EVERY_S = 60.0  # how often managers get their KPI dashboard again
 CLOSE_TIMEOUT_S = 2.0
@@ -174,14 +173,15 @@ class Client:
         self.wake.set()
 
     def idle(self) -> bool:
-        """Open, nothing waiting in the outbox, and room in the socket's buffer: a delta may be written at
-        once, in its turn (a slow reader's buffer fills, and its deltas then wait in the outbox's slot)."""
+        """Open, nothing waiting in the outbox, and nothing unsent in the socket's buffer (the system took
+        every byte so far): a delta may be written at once, in its turn. A slow reader's buffer holds
+        bytes, and its deltas wait in the outbox's slot, merged, latest wins."""
         return (
             not self.messages
             and not self.deltas
             and self.ticker is None
             and self.ws.state is State.OPEN
-            and self.ws.transport.get_write_buffer_size() < DIRECT_WRITE_MAX_BUFFERED
+            and not self.ws.transport.get_write_buffer_size()
         )
 
 
@@ -761,7 +761,7 @@ class Gateway:
         clients = self.board_clients.get(board)
         if delta is not None and clients:
             data = orjson.dumps(self._delta_message(delta))
-            # A client with nothing queued or in flight and room in its socket's buffer gets the frame
+            # A client with nothing queued, in flight or unsent in its socket's buffer gets the frame
             # written now (one broadcast, no wake-up of its send task: the gateway's CPU at 10,000 kiosks
             # fell from ~92 % of a core to 78 %); the others get it through their outbox, as before.
             ready: list[ServerConnection] = []

@@ -7,11 +7,10 @@ apply script over a large gap, a rebuild) would be abandoned and retried whole, 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from pitstop.services import Service, start_redis
+from pitstop.services import Service
 from state.connection import client_options, connect, pooled
 
 # Busy for the given milliseconds, then return them: longer than redis-py 8's default reply deadline.
@@ -23,26 +22,16 @@ return ARGV[1]
 """
 
 
-@pytest.fixture
-def own_redis() -> Iterator[Service]:
-    """A redis-server of this test's own: the slow script blocks it for seconds."""
-    service = start_redis(appendonly=False)
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-async def test_a_reply_slower_than_five_seconds_is_waited_for(own_redis: Service) -> None:
-    client = connect(own_redis.url)
+async def test_a_reply_slower_than_five_seconds_is_waited_for(redis_server: Service) -> None:
+    client = connect(redis_server.url)
     try:
         assert await client.eval(SLOW_SCRIPT, 0, 5500) == b"5500"
     finally:
         await client.aclose()
 
 
-async def test_the_gateways_pooled_client_has_the_same_options(own_redis: Service) -> None:
-    client = pooled(own_redis.url, max_connections=2, wait_s=1)
+async def test_the_gateways_pooled_client_has_the_same_options(redis_server: Service) -> None:
+    client = pooled(redis_server.url, max_connections=2, wait_s=1)
     try:
         assert await client.ping()
         kwargs = client.connection_pool.connection_kwargs

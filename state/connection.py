@@ -3,9 +3,10 @@
 redis-py 8 gives every client a 5 s ``socket_timeout`` by default (it had none up to 7.x), and applies
 it to each reply it reads: an ``asyncio.timeout`` per reply, so a pipeline of 50 commands arms and
 cancels 50 timers. Measured here (``docs/benchmarks.md``, fourth session): a 50-command pipeline cost
-the client 711 µs of CPU with redis-py 8.1 and 425 µs with 7.4, and the worker ~15 % more CPU per
-event. A deadline per reply is also the wrong one for this project: the league's apply script over a
-large gap, or a rebuild, can run past 5 s, and a read abandoned then is retried whole, again and again.
+the client 711 µs of CPU with redis-py 8.1 and 425 µs with 7.4 (the worker, whose calls are mostly one
+script each, changed within the runs' spread). A deadline per reply is also the wrong one for this
+project: the league's apply script over a large gap, or a rebuild, can run past 5 s, and a read
+abandoned then is retried whole, again and again.
 
 So the clients read without a deadline, as they did before redis-py 8, and a connection whose peer
 is gone (a host that vanished without a reset) is found by TCP keepalive instead: probed after

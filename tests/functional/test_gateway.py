@@ -94,6 +94,40 @@ async def test_kiosk_gets_snapshot_then_coalesced_sequenced_deltas(gateway: Gate
     await kiosk.close()
 
 
+async def _tickers_until(ws: ClientConnection, why: str) -> list[str]:
+    """The whys of the ticker items a kiosk is sent until one carries ``why`` (deltas skipped)."""
+    seen: list[str] = []
+    while why not in seen:
+        message = await _recv(ws)
+        if message["type"] == "ticker":
+            seen += [i["why"] for i in message["items"]]
+    return seen
+
+
+async def test_ticker_items_go_to_the_boards_they_count_on(gateway: Gateway, namespace: str) -> None:
+    """An award is on the ticker of its centre's kiosks and of a kiosk watching its region, not on another
+    centre's; a board first watched after the gateway has sent tickers gets its awards too."""
+    league = League(gateway.redis, namespace)
+    c01, c02 = await _open(gateway, "kiosk", "C01"), await _open(gateway, "kiosk", "C02")
+    for ws in (c01, c02):
+        assert [(await _recv(ws))["type"] for _ in range(2)] == ["welcome", "snapshot"]
+    c02_award = replace(_award("S0016", 5, 1), centre_id="C02", why="at C02")
+    await league.apply([LedgerRecord(0, 0, c02_award)])
+    assert "at C01" not in await _tickers_until(c02, "at C02")
+    region = await _open(gateway, "kiosk", "C01")  # then watching its region's board
+    await _recv(region)
+    await _recv(region)
+    await region.send('{"type": "subscribe", "resource": "board:region:west:all"}')
+    assert (await _recv(region))["type"] == "snapshot"
+    await league.apply(
+        [LedgerRecord(0, 1, _award("S0001", 5, 2)), LedgerRecord(0, 2, replace(c02_award, award_id="b"))]
+    )
+    assert "at C02" not in await _tickers_until(c01, "Recognised: good work 2")
+    assert {"Recognised: good work 2", "at C02"} <= set(await _tickers_until(region, "at C02"))
+    for ws in (c01, c02, region):
+        await ws.close()
+
+
 async def test_technician_gets_own_awards_with_why_only(gateway: Gateway, namespace: str) -> None:
     """A technician is sent their own awards (recent ones first) and never someone else's."""
     league = League(gateway.redis, namespace)

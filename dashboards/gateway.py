@@ -27,7 +27,7 @@ every client of that board with nothing else pending for it is sent those same b
 only a client still holding an unsent delta for the board gets the two merged and encoded for it alone.
 A client with nothing queued, no send in flight and nothing unsent in its socket's buffer has the frame
 written at once (``websockets``' ``broadcast``); the others get it through their outbox and send task.
-Ticker pushes and heartbeats are encoded once per board and once per beat likewise. Sends are not
+Ticker pushes go out the same way, encoded once per board; heartbeats are encoded once per beat. Sends are not
 wrapped in a per-send timeout: a send that has to wait for the socket to drain is noted with its start
 time, and the push tick cuts (4008) any client whose send has waited longer than ``SEND_TIMEOUT_S``.
 """
@@ -174,8 +174,8 @@ class Client:
 
     def idle(self) -> bool:
         """Open, nothing waiting in the outbox, and nothing unsent in the socket's buffer (the system took
-        every byte so far): a delta may be written at once, in its turn. A slow reader's buffer holds
-        bytes, and its deltas wait in the outbox's slot, merged, latest wins."""
+        every byte so far): a delta or a ticker push may be written at once, in its turn. A slow reader's
+        buffer holds bytes, and its deltas wait in the outbox's slot, merged, latest wins."""
         return (
             not self.messages
             and not self.deltas
